@@ -1,0 +1,52 @@
+"""Task distributions and environments of metarl.
+
+Importing this package registers every Gymnasium env id of the project (all under the `metarl/` namespace).
+`make_task_distribution(name, **kwargs)` builds a task distribution by its registry name.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import gymnasium as gym
+
+from envs.base import TaskBatch, TaskDistribution, checkerboard_split
+from envs.sinusoid import SinusoidTasks
+from envs.supervised import Episode, SupervisedTaskDistribution
+
+_DISTRIBUTIONS: dict[str, Callable[..., TaskDistribution]] = {}
+
+
+def register_task_distribution(name: str, factory: Callable[..., TaskDistribution]) -> None:
+    _DISTRIBUTIONS[name] = factory
+
+
+def known_task_distributions() -> list[str]:
+    return sorted(_DISTRIBUTIONS)
+
+
+def make_task_distribution(name: str, **kwargs: Any) -> TaskDistribution:
+    """Build a task distribution by name; an unknown name raises KeyError listing the known ones."""
+    if name not in _DISTRIBUTIONS:
+        raise KeyError(f"unknown task distribution {name!r}; known: {', '.join(known_task_distributions())}")
+    return _DISTRIBUTIONS[name](**kwargs)
+
+
+def _register_env(env_id: str, entry_point: str, **kwargs: Any) -> None:
+    if env_id not in gym.registry:
+        gym.register(id=env_id, entry_point=entry_point, **kwargs)
+
+
+register_task_distribution("sinusoid", SinusoidTasks)
+_register_env("metarl/Sinusoid-v0", "envs.sinusoid:SinusoidEnv", max_episode_steps=1)
+
+__all__ = [
+    "Episode",
+    "SinusoidTasks",
+    "SupervisedTaskDistribution",
+    "TaskBatch",
+    "TaskDistribution",
+    "checkerboard_split",
+    "known_task_distributions",
+    "make_task_distribution",
+    "register_task_distribution",
+]

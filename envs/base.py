@@ -1,0 +1,84 @@
+"""Task distributions: task parameters are data.
+
+A task is T = {L, q(x1), q(x_{t+1} | x_t, a_t), H}. A `TaskDistribution` draws the *parameters* of tasks
+(amplitudes, goals, velocities, class indices, ...) as a batch of tensors; environments receive those
+parameters, they never invent tasks. Supervised tasks are the H = 1 case.
+
+Train / test split. Every distribution has a fixed, disjoint split. Continuous distributions use
+`checkerboard_split`: the unit cube of normalised task parameters is cut into a fixed grid and the cells
+are coloured like a checkerboard; train tasks come from one colour, test tasks from the other. Both halves
+cover the whole range of every parameter, and within a half the law is uniform, so the two splits follow
+the same marginal distribution and share no task.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Literal
+
+import torch
+
+Split = Literal["train", "test"]
+TaskBatch = dict[str, torch.Tensor]
+SPLITS = ("train", "test")
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
+
+
+def checkerboard_split(u: torch.Tensor, split: str, cells: int = 8) -> torch.Tensor:
+    """Move uniform points `u` in [0, 1)^d (shape (n, d)) onto the cells of one checkerboard colour.
+
+    A point whose cell has the wrong colour is shifted by one cell along the last axis (wrapping around),
+    which maps the wrong colour onto the right one bijectively and keeps the law uniform on that colour.
+    With d == 1 the "checkerboard" is alternating intervals.
+    """
+    check_split(split)
+    want = 0 if split == "train" else 1
+    idx = torch.clamp((u * cells).floor(), 0, cells - 1)
+    parity = idx.sum(dim=-1).remainder(2)
+    wrong = parity != want
+    shifted = u[..., -1] + wrong.to(u.dtype) / cells
+    last = torch.where(shifted >= 1.0, shifted - 1.0, shifted)
+    return torch.cat([u[..., :-1], last.unsqueeze(-1)], dim=-1)
+
+
+def checkerboard_split_of(u: torch.Tensor, cells: int = 8) -> list[str]:
+    """The split each point of `u` (n, d) in [0, 1)^d belongs to (for tests and diagnostics)."""
+    idx = torch.clamp((u * cells).floor(), 0, cells - 1)
+    parity = idx.sum(dim=-1).remainder(2)
+    return ["train" if int(p) == 0 else "test" for p in parity]
+
+
+class TaskDistribution(ABC):
+    """A distribution over tasks whose parameters are tensors.
+
+    Subclasses set `name` (the registry name), `kind` ("regression", "classification" or "rl") and
+    `env_id` (the registered single Gymnasium env), and implement `sample`.
+    """
+
+    name: str = ""
+    kind: str = ""
+    env_id: str = ""
+
+    @abstractmethod
+    def sample(self, n: int, generator: torch.Generator, split: Split = "train") -> TaskBatch:
+        """Parameters of `n` tasks of `split`, each value a tensor with leading dimension n."""
+
+    def make_env(self, task: TaskBatch | None = None, **kwargs: Any):
+        """A single Gymnasium env for one task (a TaskBatch of size 1, or None to choose at reset)."""
+        import gymnasium as gym
+
+        return gym.make(self.env_id, task=task, **kwargs)
+
+
+def task_at(tasks: TaskBatch, i: int) -> TaskBatch:
+    """Task `i` of a batch, as a batch of size 1."""
+    return {k: v[i : i + 1] for k, v in tasks.items()}
+
+
+def check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be positive, got {value!r}")

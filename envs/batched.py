@@ -1,0 +1,80 @@
+"""The batched environment contract: T tasks x E episodes on one torch device.
+
+It follows Gymnasium's `gymnasium.vector.VectorEnv` API (num_envs, single_/observation_space,
+single_/action_space, reset(seed, options) -> (obs, info), step(actions) -> (obs, reward, terminated,
+truncated, info)) with three differences that make meta-RL rollouts one batched loop:
+
+* observations, actions, rewards and flags are torch tensors on `self.device`, shape (T * E, ...),
+  sub-env i = task i // E, episode i % E;
+* task parameters are data: `set_tasks(tasks)` gives each of the T tasks its parameters (a TaskBatch whose
+  tensors have leading dimension T); every sub-env of a task shares them;
+* a collection has a fixed horizon H and no autoreset: a sub-env that terminates keeps returning its last
+  observation with reward 0 and terminated=True until the next `reset`. The sampler masks those steps.
+"""
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+import gymnasium as gym
+import torch
+
+from envs.base import TaskBatch
+
+
+class BatchedTaskEnv(gym.vector.VectorEnv):
+    """Base class of batched envs. Subclasses implement `set_tasks`, `_reset`, `_step`."""
+
+    def __init__(
+        self,
+        num_tasks: int,
+        episodes_per_task: int,
+        horizon: int,
+        single_observation_space: gym.Space,
+        single_action_space: gym.Space,
+        device: torch.device | str = "cpu",
+    ):
+        for name, value in (("num_tasks", num_tasks), ("episodes_per_task", episodes_per_task), ("horizon", horizon)):
+            if int(value) <= 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
+        self.num_tasks = int(num_tasks)
+        self.episodes_per_task = int(episodes_per_task)
+        self.horizon = int(horizon)
+        self.num_envs = self.num_tasks * self.episodes_per_task
+        self.device = torch.device(device)
+        self.single_observation_space = single_observation_space
+        self.single_action_space = single_action_space
+        self.observation_space = gym.vector.utils.batch_space(single_observation_space, self.num_envs)
+        self.action_space = gym.vector.utils.batch_space(single_action_space, self.num_envs)
+        self.tasks: TaskBatch | None = None
+        self.t = 0
+
+    @abstractmethod
+    def set_tasks(self, tasks: TaskBatch) -> None:
+        """Give the T tasks their parameters (tensors with leading dimension T)."""
+
+    def repeat_per_episode(self, value: torch.Tensor) -> torch.Tensor:
+        """(T, ...) -> (T * E, ...): one row per sub-env."""
+        return value.to(self.device).repeat_interleave(self.episodes_per_task, dim=0)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if options and "tasks" in options:
+            self.set_tasks(options["tasks"])
+        if self.tasks is None:
+            raise RuntimeError("set_tasks(tasks) (or reset(options={'tasks': ...})) before reset()")
+        self.t = 0
+        return self._reset(seed)
+
+    def step(self, actions: torch.Tensor):
+        if actions.shape[0] != self.num_envs:
+            raise ValueError(f"expected actions for {self.num_envs} sub-envs, got shape {tuple(actions.shape)}")
+        self.t += 1
+        return self._step(actions)
+
+    @abstractmethod
+    def _reset(self, seed: int | None) -> tuple[torch.Tensor, dict[str, Any]]:
+        ...
+
+    @abstractmethod
+    def _step(self, actions: torch.Tensor):
+        ...

@@ -1,0 +1,22 @@
+"""Errors a user can cause and fix. Scripts print them as one line and exit non-zero, without a traceback."""
+
+
+class MetaRLError(Exception):
+    """Base class: a problem with the user's input, files or run, explained in the message."""
+
+
+class ConfigError(MetaRLError):
+    """An invalid configuration: unknown key, wrong type, out-of-range value, unknown name."""
+
+
+class CheckpointError(MetaRLError):
+    """A checkpoint that is missing, unreadable or does not match the run."""
+
+
+class NonFiniteLossError(MetaRLError):
+    """A NaN or infinite loss; training stops and the last good checkpoint is kept."""
+
+    def __init__(self, iteration: int, loss: float, checkpoint: str | None):
+        kept = f"; last good checkpoint kept at {checkpoint}" if checkpoint else "; no checkpoint had been written yet"
+        super().__init__(f"non-finite loss ({loss}) at iteration {iteration}{kept}")
+        self.iteration = iteration

@@ -1,0 +1,84 @@
+"""MAML (second order), first-order MAML and Meta-SGD, as one vmapped function of the meta-parameters.
+
+For each task i (vmapped over the task batch):
+
+    phi_0 = theta
+    phi_{s+1} = phi_s - alpha * grad L_support(phi_s)       alpha: a float, or learned per parameter (Meta-SGD)
+    L_i = L_query(phi_n)                                   ("last"), or mean_s L_query(phi_s), s = 1..n ("mean")
+
+meta_loss = mean_i L_i. The inner gradient stays in the graph, so the meta-gradient is second order; with
+`first_order=True` it is detached (FOMAML): d phi_n / d theta is then taken as the identity.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch.func import grad, vmap
+
+from metarl.learners.base import MetaLearner, MetaParams, Metrics, Objective, Params
+
+StepLoss = Literal["last", "mean"]
+
+
+class MAML(MetaLearner):
+    def __init__(
+        self,
+        objective: Objective,
+        init_params: Params,
+        inner_lr: float = 0.01,
+        inner_steps: int = 1,
+        first_order: bool = False,
+        learn_inner_lr: bool = False,
+        step_loss: StepLoss = "last",
+    ):
+        if inner_steps < 1:
+            raise ValueError(f"inner_steps must be at least 1, got {inner_steps}")
+        if not inner_lr > 0:
+            raise ValueError(f"inner_lr must be positive, got {inner_lr}")
+        if step_loss not in ("last", "mean"):
+            raise ValueError(f"step_loss must be 'last' or 'mean', got {step_loss!r}")
+        self.objective = objective
+        self._init = {k: v.detach().clone() for k, v in init_params.items()}
+        self.inner_lr = float(inner_lr)
+        self.inner_steps = int(inner_steps)
+        self.first_order = bool(first_order)
+        self.learn_inner_lr = bool(learn_inner_lr)
+        self.step_loss = step_loss
+
+    def init_meta_params(self) -> MetaParams:
+        meta: MetaParams = {"theta": {k: v.clone() for k, v in self._init.items()}}
+        if self.learn_inner_lr:
+            meta["inner_lr"] = {k: torch.full_like(v, self.inner_lr) for k, v in self._init.items()}
+        return meta
+
+    def _lrs(self, meta: MetaParams) -> dict[str, Any]:
+        return meta["inner_lr"] if self.learn_inner_lr else {k: self.inner_lr for k in meta["theta"]}
+
+    def _path_one(self, theta: Params, lrs: dict[str, Any], support: Any, steps: int) -> list[Params]:
+        """Adaptation of ONE task: the parameters after 0..steps inner steps."""
+        params, path = theta, [theta]
+        for _ in range(steps):
+            g = grad(self.objective.inner_loss)(params, support)
+            if self.first_order:
+                g = {k: v.detach() for k, v in g.items()}
+            params = {k: params[k] - lrs[k] * g[k] for k in params}
+            path.append(params)
+        return path
+
+    def adapt_path(self, meta: MetaParams, support: Any, steps: int) -> list[Params]:
+        theta, lrs = meta["theta"], self._lrs(meta)
+        return vmap(lambda s: self._path_one(theta, lrs, s, steps))(support)
+
+    def _task_loss(self, theta: Params, lrs: dict[str, Any], support: Any, query: Any) -> tuple[torch.Tensor, Metrics]:
+        path = self._path_one(theta, lrs, support, self.inner_steps)
+        if self.step_loss == "last":
+            return self.objective.outer_loss(path[-1], query)
+        outs = [self.objective.outer_loss(p, query) for p in path[1:]]
+        loss = torch.stack([o[0] for o in outs]).mean()
+        return loss, outs[-1][1]
+
+    def meta_loss(self, meta: MetaParams, support: Any, query: Any) -> tuple[torch.Tensor, Metrics]:
+        theta, lrs = meta["theta"], self._lrs(meta)
+        losses, metrics = vmap(lambda s, q: self._task_loss(theta, lrs, s, q))(support, query)
+        return losses.mean(), {k: v.mean() for k, v in metrics.items()}

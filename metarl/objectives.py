@@ -1,0 +1,46 @@
+"""Supervised objectives: the loss of one task's data under given parameters, through functional_call."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from metarl.learners.base import Metrics, Params
+
+Data = tuple[torch.Tensor, torch.Tensor]
+
+
+class SupervisedObjective:
+    """MSE (regression) or cross-entropy (classification) of `model` on (x, y); one task, no task dim.
+
+    `buffers` are passed to functional_call unchanged (none for the models here: batch norm runs with
+    batch statistics, see metarl.models.ConvNet).
+    """
+
+    def __init__(self, model: nn.Module, loss: str = "mse"):
+        if loss not in ("mse", "cross_entropy"):
+            raise ValueError(f"unknown loss {loss!r}: expected 'mse' or 'cross_entropy'")
+        self.model = model
+        self.loss = loss
+        self.buffers = {k: v for k, v in model.named_buffers()}
+
+    def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.model, {**params, **self.buffers}, (x,))
+
+    def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.loss == "mse":
+            return F.mse_loss(out, y)
+        return F.cross_entropy(out, y)
+
+    def inner_loss(self, params: Params, data: Data) -> torch.Tensor:
+        x, y = data
+        return self._loss(self.predict(params, x), y)
+
+    def outer_loss(self, params: Params, data: Data) -> tuple[torch.Tensor, Metrics]:
+        x, y = data
+        out = self.predict(params, x)
+        loss = self._loss(out, y)
+        if self.loss == "cross_entropy":
+            return loss, {"accuracy": (out.argmax(-1) == y).to(out.dtype).mean()}
+        return loss, {}
