@@ -39,6 +39,16 @@ def _register_env(env_id: str, entry_point: str, **kwargs: Any) -> None:
 register_task_distribution("sinusoid", SinusoidTasks)
 _register_env("metarl/Sinusoid-v0", "envs.sinusoid:SinusoidEnv", max_episode_steps=1)
 
+from envs.navigation import Navigation2DTasks  # noqa: E402
+
+register_task_distribution("navigation2d", Navigation2DTasks)
+_register_env("metarl/Navigation2D-v0", "envs.navigation:Navigation2DEnv", max_episode_steps=100)
+
+from envs.omniglot import OmniglotTasks  # noqa: E402
+
+register_task_distribution("omniglot", OmniglotTasks)
+_register_env("metarl/Omniglot-v0", "envs.omniglot:OmniglotEnv", max_episode_steps=1)
+
 __all__ = [
     "Episode",
     "SinusoidTasks",

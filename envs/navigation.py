@@ -1,0 +1,143 @@
+"""2D navigation (MAML paper section 5.3; rllab's point env).
+
+A point starts at the origin and must reach a goal drawn uniformly from [-0.5, 0.5]^2. Observation: the
+position. Action: a displacement, clipped to [-0.1, 0.1] per coordinate. Reward: minus the distance to the
+goal after the move. The episode terminates when the point is within 0.01 of the goal in both coordinates
+(rllab's test) and is truncated after H = 100 steps. Split: a checkerboard of 8 x 8 cells over the goal square.
+
+One pure function, `navigation_step`, does the physics for the single env and the batched env alike, so both
+give the same numbers for the same actions.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from envs.base import Split, TaskBatch, TaskDistribution, check_positive, checkerboard_split
+from envs.batched import BatchedTaskEnv
+
+GOAL_RANGE = (-0.5, 0.5)
+MAX_ACTION = 0.1
+GOAL_TOLERANCE = 0.01
+HORIZON = 100
+
+
+class Navigation2DTasks(TaskDistribution):
+    """Goals uniform on [-0.5, 0.5]^2; train and test goals on the two colours of an 8 x 8 checkerboard."""
+
+    name = "navigation2d"
+    kind = "rl"
+    env_id = "metarl/Navigation2D-v0"
+    horizon = HORIZON
+
+    def __init__(self, split_cells: int = 8, dtype: torch.dtype = torch.float32):
+        check_positive(split_cells=split_cells)
+        self.split_cells = split_cells
+        self.dtype = dtype
+
+    def sample(self, n: int, generator: torch.Generator, split: Split = "train") -> TaskBatch:
+        check_positive(tasks=n)
+        u = torch.rand(n, 2, generator=generator, dtype=self.dtype)
+        u = checkerboard_split(u, split, self.split_cells)
+        return {"goal": GOAL_RANGE[0] + (GOAL_RANGE[1] - GOAL_RANGE[0]) * u}
+
+
+def navigation_step(
+    pos: torch.Tensor, goal: torch.Tensor, action: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of every point: (new position, reward, reached) for positions/goals/actions of shape (n, 2)."""
+    new_pos = pos + action.clamp(-MAX_ACTION, MAX_ACTION)
+    d = new_pos - goal
+    # sqrt of an explicit sum (not linalg.norm) so single and batched envs round identically
+    reward = -torch.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1])
+    reached = (d.abs() < GOAL_TOLERANCE).all(dim=-1)
+    return new_pos, reward, reached
+
+
+class Navigation2DEnv(gym.Env):
+    """One 2D navigation task as a Gymnasium env (registered as `metarl/Navigation2D-v0`, 100 steps).
+
+    The goal comes from `task=` (a TaskBatch of size 1 or {"goal": (x, y)}) or `reset(options={"task": ...})`;
+    when neither is given, reset draws one from `Navigation2DTasks` with a generator seeded from the env's
+    own seeded RNG.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, task: TaskBatch | dict[str, Any] | None = None, split: Split = "train"):
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-MAX_ACTION, MAX_ACTION, shape=(2,), dtype=np.float32)
+        self.split = split
+        self._fixed_task = task
+        self._goal: torch.Tensor | None = None
+        self._pos = torch.zeros(1, 2)
+
+    @staticmethod
+    def _as_goal(task: TaskBatch | dict[str, Any]) -> torch.Tensor:
+        if "goal" not in task:
+            raise KeyError(f"a navigation task needs a 'goal'; got keys {sorted(task)}")
+        return torch.as_tensor(task["goal"], dtype=torch.float32).reshape(1, 2).clone()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        task = (options or {}).get("task", self._fixed_task)
+        if task is None:
+            gen = torch.Generator().manual_seed(int(self.np_random.integers(2**62)))
+            task = Navigation2DTasks().sample(1, gen, self.split)
+        self._goal = self._as_goal(task)
+        self._pos = torch.zeros(1, 2)
+        return self._pos[0].numpy().copy(), {"goal": self._goal[0].numpy().copy()}
+
+    def step(self, action):
+        if self._goal is None:
+            raise RuntimeError("call reset() before step()")
+        a = torch.as_tensor(np.asarray(action, dtype=np.float32).reshape(1, 2))
+        self._pos, reward, reached = navigation_step(self._pos, self._goal, a)
+        return self._pos[0].numpy().copy(), float(reward[0]), bool(reached[0]), False, {}
+
+
+class BatchedNavigation2D(BatchedTaskEnv):
+    """T goals x E episodes of 2D navigation as tensors on one device (see `envs.batched` for the contract).
+
+    Steps after termination leave the point where it is, give reward 0 and report terminated=True. Truncated
+    becomes True for every sub-env at step `horizon`.
+    """
+
+    def __init__(self, num_tasks: int, episodes_per_task: int, horizon: int = HORIZON, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32):
+        super().__init__(
+            num_tasks, episodes_per_task, horizon,
+            gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32),
+            gym.spaces.Box(-MAX_ACTION, MAX_ACTION, shape=(2,), dtype=np.float32),
+            device,
+        )
+        self.dtype = dtype
+        self.pos = torch.zeros(self.num_envs, 2, device=self.device, dtype=dtype)
+        self.done = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        self.goal = torch.zeros(self.num_envs, 2, device=self.device, dtype=dtype)
+
+    def set_tasks(self, tasks: TaskBatch) -> None:
+        if "goal" not in tasks:
+            raise KeyError(f"navigation tasks need a 'goal'; got keys {sorted(tasks)}")
+        goal = tasks["goal"]
+        if goal.shape != (self.num_tasks, 2):
+            raise ValueError(f"expected goals of shape ({self.num_tasks}, 2), got {tuple(goal.shape)}")
+        self.tasks = tasks
+        self.goal = self.repeat_per_episode(goal.to(self.dtype))
+
+    def _reset(self, seed: int | None):
+        # the start state is deterministic (the origin), so the seed has nothing to draw
+        self.pos = torch.zeros(self.num_envs, 2, device=self.device, dtype=self.dtype)
+        self.done = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        return self.pos.clone(), {}
+
+    def _step(self, actions: torch.Tensor):
+        new_pos, reward, reached = navigation_step(self.pos, self.goal, actions.to(self.dtype))
+        self.pos = torch.where(self.done[:, None], self.pos, new_pos)
+        reward = torch.where(self.done, torch.zeros_like(reward), reward)
+        self.done = self.done | reached
+        truncated = torch.full_like(self.done, self.t >= self.horizon)
+        return self.pos.clone(), reward, self.done.clone(), truncated, {}
