@@ -37,7 +37,7 @@ def _register_env(env_id: str, entry_point: str, **kwargs: Any) -> None:
 
 
 register_task_distribution("sinusoid", SinusoidTasks)
-_register_env("metarl/Sinusoid-v0", "envs.sinusoid:SinusoidEnv", max_episode_steps=1)
+_register_env("metarl/Sinusoid-v0", "envs.sinusoid:SinusoidEnv")  # H = 1: terminates itself
 
 from envs.navigation import Navigation2DTasks  # noqa: E402
 

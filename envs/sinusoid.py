@@ -26,6 +26,7 @@ class SinusoidTasks(SupervisedTaskDistribution):
     env_id = "metarl/Sinusoid-v0"
     loss = "mse"
     input_shape = (1,)
+    x_range = X_RANGE
     output_dim = 1
 
     def __init__(self, split_cells: int = 8, dtype: torch.dtype = torch.float32):

@@ -1,0 +1,174 @@
+"""Meta-gradients against finite differences and hand-written loops (float64)."""
+import pytest
+import torch
+from torch import nn
+
+from metarl.learners import MAML, Reptile
+from metarl.models import MLP, parameters_of
+from metarl.objectives import SupervisedObjective
+
+torch.set_default_dtype(torch.float64)
+
+
+def small_problem(tasks=3, k=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    model = MLP(1, [8, 8], 1, generator=g).double()
+    # tanh makes every second derivative non-zero (ReLU's vanish almost everywhere)
+    model[1] = nn.Tanh()
+    model[3] = nn.Tanh()
+    xs, ys = torch.randn(tasks, k, 1, generator=g), torch.randn(tasks, k, 1, generator=g)
+    xq, yq = torch.randn(tasks, k, 1, generator=g), torch.randn(tasks, k, 1, generator=g)
+    return model, (xs, ys), (xq, yq)
+
+
+def flat(meta):
+    return torch.cat([t.reshape(-1) for g in meta.values() for t in g.values()])
+
+
+def unflat(vec, like):
+    out, i = {}, 0
+    for g, d in like.items():
+        out[g] = {}
+        for k, t in d.items():
+            out[g][k] = vec[i : i + t.numel()].view_as(t)
+            i += t.numel()
+    return out
+
+
+def fd_gradient(learner, meta, support, query, eps=1e-6):
+    x0 = flat(meta)
+    grad = torch.zeros_like(x0)
+    for i in range(x0.numel()):
+        e = torch.zeros_like(x0)
+        e[i] = eps
+        lp = learner.meta_loss(unflat(x0 + e, meta), support, query)[0]
+        lm = learner.meta_loss(unflat(x0 - e, meta), support, query)[0]
+        grad[i] = (lp - lm) / (2 * eps)
+    return grad
+
+
+def loop_meta_gradient(model, meta, support, query, lr, steps, first_order):
+    """Reference: a per-task Python loop with torch.autograd (the learn2learn way)."""
+    obj = SupervisedObjective(model)
+    theta = {k: v.clone().requires_grad_(True) for k, v in meta["theta"].items()}
+    total = 0.0
+    for i in range(support[0].shape[0]):
+        params = theta
+        for _ in range(steps):
+            loss = obj.inner_loss(params, (support[0][i], support[1][i]))
+            gs = torch.autograd.grad(loss, list(params.values()), create_graph=not first_order)
+            params = {k: p - lr * g for (k, p), g in zip(params.items(), gs)}
+        total = total + obj.outer_loss(params, (query[0][i], query[1][i]))[0]
+    total = total / support[0].shape[0]
+    gs = torch.autograd.grad(total, list(theta.values()))
+    return torch.cat([g.reshape(-1) for g in gs])
+
+
+def test_second_order_maml_matches_finite_differences_two_steps():
+    model, support, query = small_problem()
+    learner = MAML(SupervisedObjective(model), parameters_of(model), inner_lr=0.1, inner_steps=2)
+    meta = learner.init_meta_params()
+    grads, loss, _ = learner.meta_gradient(meta, support, query)
+    fd = fd_gradient(learner, meta, support, query)
+    torch.testing.assert_close(flat(grads), fd, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(flat(grads), loop_meta_gradient(model, meta, support, query, 0.1, 2, False))
+
+
+def test_first_order_differs_from_maml_and_equals_detached_inner_gradients():
+    model, support, query = small_problem()
+    init = parameters_of(model)
+    maml = MAML(SupervisedObjective(model), init, inner_lr=0.1, inner_steps=2)
+    fomaml = MAML(SupervisedObjective(model), init, inner_lr=0.1, inner_steps=2, first_order=True)
+    meta = maml.init_meta_params()
+    g2 = flat(maml.meta_gradient(meta, support, query)[0])
+    g1 = flat(fomaml.meta_gradient(meta, support, query)[0])
+    assert (g2 - g1).norm() > 1e-3 * g2.norm()
+    torch.testing.assert_close(g1, loop_meta_gradient(model, meta, support, query, 0.1, 2, True))
+    # the losses themselves are the same function of theta: only the gradient differs
+    torch.testing.assert_close(maml.meta_loss(meta, support, query)[0], fomaml.meta_loss(meta, support, query)[0])
+
+
+def test_every_task_contributes_and_batch_gradient_is_the_mean():
+    model, support, query = small_problem(tasks=4)
+    learner = MAML(SupervisedObjective(model), parameters_of(model), inner_lr=0.1, inner_steps=1)
+    meta = learner.init_meta_params()
+    batch = flat(learner.meta_gradient(meta, support, query)[0])
+    per_task = []
+    for i in range(4):
+        one = lambda d: tuple(t[i : i + 1] for t in d)  # noqa: E731
+        g = flat(learner.meta_gradient(meta, one(support), one(query))[0])
+        assert g.norm() > 1e-6
+        per_task.append(g)
+    torch.testing.assert_close(batch, torch.stack(per_task).mean(0))
+
+
+def test_meta_sgd_learning_rate_gradient_matches_finite_differences():
+    model, support, query = small_problem(tasks=2, k=4)
+    learner = MAML(SupervisedObjective(model), parameters_of(model), inner_lr=0.05, inner_steps=2, learn_inner_lr=True)
+    meta = learner.init_meta_params()
+    assert set(meta) == {"theta", "inner_lr"}
+    grads = learner.meta_gradient(meta, support, query)[0]
+    assert flat({"lr": grads["inner_lr"]}).abs().max() > 0
+    torch.testing.assert_close(flat(grads), fd_gradient(learner, meta, support, query), rtol=1e-6, atol=1e-8)
+
+
+def test_multi_step_loss_averages_query_losses_over_steps():
+    model, support, query = small_problem()
+    init = parameters_of(model)
+    mean_learner = MAML(SupervisedObjective(model), init, inner_lr=0.1, inner_steps=3, step_loss="mean")
+    meta = mean_learner.init_meta_params()
+    expected = torch.stack([MAML(SupervisedObjective(model), init, inner_lr=0.1, inner_steps=s)
+                            .meta_loss(meta, support, query)[0] for s in (1, 2, 3)]).mean()
+    torch.testing.assert_close(mean_learner.meta_loss(meta, support, query)[0], expected)
+
+
+class Quadratic:
+    """L(p) = 0.5 (p - c)^T A (p - c) for one task; data = (A, c)."""
+
+    def inner_loss(self, params, data):
+        A, c = data
+        d = params["w"] - c
+        return 0.5 * d @ A @ d
+
+    def outer_loss(self, params, data):
+        return self.inner_loss(params, data), {}
+
+
+def test_reptile_update_equals_closed_form_on_quadratic():
+    g = torch.Generator().manual_seed(1)
+    tasks, dim, k, alpha, eps = 5, 3, 4, 0.1, 0.5
+    m = torch.randn(tasks, dim, dim, generator=g)
+    A = m @ m.transpose(1, 2) / dim + torch.eye(dim)
+    c = torch.randn(tasks, dim, generator=g)
+    theta = torch.randn(dim, generator=g)
+    learner = Reptile(Quadratic(), {"w": theta}, inner_lr=alpha, inner_steps=k)
+    meta = learner.init_meta_params()
+    grads, _, _ = learner.meta_gradient(meta, (A, c), (A, c))
+    w = meta["theta"]["w"]
+    opt = torch.optim.SGD([w], lr=eps)
+    w.grad = grads["theta"]["w"]
+    opt.step()
+    # phi_i = c_i + (I - alpha A_i)^k (theta - c_i)
+    phis = torch.stack([c[i] + torch.linalg.matrix_power(torch.eye(dim) - alpha * A[i], k) @ (theta - c[i])
+                        for i in range(tasks)])
+    torch.testing.assert_close(w, theta + eps * (phis.mean(0) - theta))
+
+
+def test_adapt_does_not_touch_module_weights():
+    model, support, query = small_problem()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    learner = MAML(SupervisedObjective(model), parameters_of(model), inner_lr=0.1, inner_steps=2)
+    meta = learner.init_meta_params()
+    adapted = learner.adapt(meta, support)
+    assert adapted["0.weight"].shape[0] == 3
+    assert not torch.equal(adapted["0.weight"][0], meta["theta"]["0.weight"])
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_invalid_hyperparameters_are_rejected():
+    model, _, _ = small_problem()
+    with pytest.raises(ValueError, match="inner_lr"):
+        MAML(SupervisedObjective(model), parameters_of(model), inner_lr=0.0)
+    with pytest.raises(ValueError, match="inner_steps"):
+        MAML(SupervisedObjective(model), parameters_of(model), inner_steps=0)
