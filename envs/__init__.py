@@ -49,6 +49,12 @@ from envs.omniglot import OmniglotTasks  # noqa: E402
 register_task_distribution("omniglot", OmniglotTasks)
 _register_env("metarl/Omniglot-v0", "envs.omniglot:OmniglotEnv", max_episode_steps=1)
 
+from envs.mujoco import MUJOCO_TASKS, single_env_entry_point  # noqa: E402  (imports no mujoco)
+
+for _dist in MUJOCO_TASKS:
+    register_task_distribution(_dist.name, _dist)
+    _register_env(_dist.env_id, single_env_entry_point(_dist), max_episode_steps=_dist.horizon)
+
 __all__ = [
     "Episode",
     "SinusoidTasks",
