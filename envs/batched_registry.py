@@ -67,3 +67,22 @@ def _navigation(num_tasks: int, episodes_per_task: int, horizon: int, device="cp
 register_batched_env(
     "Navigation2D", BatchedEnvSpec(_navigation, "navigation2d", "metarl/Navigation2D-v0", horizon=100)
 )
+
+
+def _mujoco(name: str) -> Callable[..., BatchedTaskEnv]:
+    def make(*args: Any, **kw: Any) -> BatchedTaskEnv:
+        from envs.mujoco.batched import batched_factory  # imports mujoco only when an env is built
+
+        return batched_factory(name)(*args, **kw)
+
+    return make
+
+
+def _register_mujoco() -> None:
+    from envs.mujoco import BATCHED_NAMES  # imports no mujoco
+
+    for name, dist in BATCHED_NAMES.items():
+        register_batched_env(name, BatchedEnvSpec(_mujoco(name), dist.name, dist.env_id, horizon=dist.horizon))
+
+
+_register_mujoco()

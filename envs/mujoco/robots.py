@@ -59,20 +59,11 @@ def robot(name: str) -> Robot:
     return ROBOTS[name]
 
 
-def load_model(r: Robot, rne_sensor: bool = False):
-    """The robot's MjModel from Gymnasium's asset. `rne_sensor` adds an accelerometer on a new site of the
-    main body: physics are unchanged, but mj_step then runs mj_rnePostConstraint, so cfrc_ext is current
-    in backends that cannot call it after the step (the result equals Gymnasium's post-step call)."""
+def load_model(r: Robot):
+    """The robot's MjModel, compiled from Gymnasium's asset."""
     import mujoco
 
-    if not rne_sensor:
-        return mujoco.MjModel.from_xml_path(r.xml_path)
-    spec = mujoco.MjSpec.from_file(r.xml_path)
-    body = spec.bodies[r.main_body]
-    body.add_site(name="metarl_rne_site")
-    spec.add_sensor(name="metarl_rne", type=mujoco.mjtSensor.mjSENS_ACCELEROMETER,
-                    objtype=mujoco.mjtObj.mjOBJ_SITE, objname="metarl_rne_site")
-    return spec.compile()
+    return mujoco.MjModel.from_xml_path(r.xml_path)
 
 
 def observation_size(r: Robot, nq: int, nv: int, nbody: int) -> int:

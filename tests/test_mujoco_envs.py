@@ -1,0 +1,155 @@
+"""MuJoCo task envs: Gymnasium v5 agreement, check_env, task splits, and batched == single, bit for bit."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+mujoco = pytest.importorskip("mujoco")
+pytest.importorskip("imageio")  # gymnasium.envs.mujoco needs it
+
+import gymnasium as gym  # noqa: E402
+from gymnasium.utils.env_checker import check_env  # noqa: E402
+
+import envs  # noqa: E402,F401  (registers the env ids)
+from envs.base import checkerboard_split_of, task_at  # noqa: E402
+from envs.mujoco import BATCHED_NAMES, MUJOCO_TASKS  # noqa: E402
+from envs.mujoco.batched import BatchedMujocoEnv  # noqa: E402
+from envs.mujoco.cpu_backend import has_batch  # noqa: E402
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("dist", MUJOCO_TASKS, ids=lambda d: d.env_id)
+def test_check_env(dist):
+    env = gym.make(dist.env_id)
+    assert env.spec.max_episode_steps == 200
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_env(env.unwrapped, skip_render_check=True)  # no display here
+
+
+@pytest.mark.parametrize("ours,theirs", [("metarl/HalfCheetahDir-v0", "HalfCheetah-v5"), ("metarl/AntDir-v0", "Ant-v5")])
+def test_forward_direction_is_gymnasium_v5(ours, theirs):
+    """Direction +1 is exactly Gymnasium's v5 task: same observations, rewards and terminations."""
+    mine, ref = gym.make(ours, task={"direction": 1.0}).unwrapped, gym.make(theirs).unwrapped
+    o1, _ = mine.reset(seed=3)
+    o2, _ = ref.reset(seed=3)
+    np.testing.assert_array_equal(o1, o2)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        a = rng.uniform(-1, 1, mine.action_space.shape).astype(np.float32)
+        s1, s2 = mine.step(a), ref.step(a)
+        np.testing.assert_array_equal(s1[0], s2[0])
+        assert s1[1] == s2[1] and s1[2] == s2[2]
+
+
+def test_backward_direction_flips_forward_reward():
+    env = gym.make("metarl/HalfCheetahDir-v0", task={"direction": -1.0}).unwrapped
+    env.reset(seed=0)
+    _, r, _, _, info = env.step(np.full(6, 0.5, dtype=np.float32))
+    assert info["forward_reward"] == pytest.approx(-info["x_velocity"])
+    assert r == pytest.approx(-info["x_velocity"] - 0.1 * 6 * 0.25)
+
+
+def test_velocity_and_goal_splits():
+    for dist, hi in ((BATCHED_NAMES["HalfCheetahVel"](), 2.0), (BATCHED_NAMES["AntVel"](), 3.0)):
+        tr, te = dist.sample(500, gen(0), "train")["velocity"], dist.sample(500, gen(0), "test")["velocity"]
+        for v, split in ((tr, "train"), (te, "test")):
+            assert v.min() >= 0 and v.max() < hi and v.max() > 0.8 * hi and v.min() < 0.2 * hi  # spans the range
+            assert set(checkerboard_split_of((v.double() / hi)[:, None])) == {split}
+        assert torch.equal(dist.sample(5, gen(7))["velocity"], dist.sample(5, gen(7))["velocity"])
+    goals = BATCHED_NAMES["AntGoal"]().sample(500, gen(1), "test")["goal"]
+    assert goals.norm(dim=1).max() <= 3.0 and goals.norm(dim=1).max() > 2.8
+    dirs = BATCHED_NAMES["AntDir"]().sample(100, gen(2))["direction"]
+    assert set(dirs.tolist()) == {-1.0, 1.0}
+    with pytest.raises(ValueError, match="train, test"):
+        BATCHED_NAMES["AntDir"]().sample(2, gen(), "validation")
+
+
+def test_rand_params_scales():
+    scales = BATCHED_NAMES["HopperRandParams"]().sample(200, gen(3))
+    for field in ("body_mass", "body_inertia", "dof_damping", "geom_friction"):
+        log = torch.log(scales[field]) / np.log(1.5)
+        assert log.min() >= -3 - 1e-9 and log.max() <= 3 + 1e-9 and log.std() > 1.0
+
+
+CPU_BACKENDS = ["cpu", "cpu-threads"]
+
+
+def run_pair(name, backend, T=2, E=2, H=40, seed=1):
+    """Step the batched env and T*E single envs with the same tasks, start states and actions."""
+    dist = BATCHED_NAMES[name]()
+    tasks = dist.sample(T, gen(seed))
+    batched = BatchedMujocoEnv(dist, T, E, horizon=H, dtype=torch.float64, backend=backend, num_threads=2)
+    singles = [gym.make(dist.env_id, task=task_at(tasks, i // E)).unwrapped for i in range(T * E)]
+    first = [s.reset(seed=10 + i)[0] for i, s in enumerate(singles)]
+    obs, _ = batched.reset(options={"tasks": tasks, "init_qpos": np.stack([s.data.qpos for s in singles]),
+                                    "init_qvel": np.stack([s.data.qvel for s in singles])})
+    np.testing.assert_array_equal(obs.numpy(), np.stack(first))
+    rng, done, terminations = np.random.default_rng(seed), np.zeros(T * E, bool), 0
+    for t in range(H):
+        a = rng.uniform(-1, 1, (T * E, batched.nu)).astype(np.float32)
+        obs, rew, term, trunc, _ = batched.step(torch.from_numpy(a))
+        assert bool(trunc.all()) == (t == H - 1)
+        for i, s in enumerate(singles):
+            if done[i]:  # a finished episode stays put, earns nothing
+                assert rew[i] == 0 and term[i]
+                continue
+            o, r, te, _, _ = s.step(a[i])
+            np.testing.assert_array_equal(obs[i].numpy(), o)
+            assert float(rew[i]) == r and bool(term[i]) == te
+            done[i] = te
+            terminations += te
+    return batched, terminations
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("name", sorted(BATCHED_NAMES))
+def test_batched_equals_single_exactly(name, backend):
+    _, terminations = run_pair(name, backend)
+    if name in ("HopperRandParams", "Walker2dRandParams"):
+        assert terminations > 0  # the masking after termination was exercised
+
+
+@pytest.mark.skipif(not has_batch(), reason="mujoco.batch needs MuJoCo >= 4.0")
+def test_dynamics_randomised_per_world():
+    dist = BATCHED_NAMES["HalfCheetahRandParams"]()
+    tasks = dist.sample(2, gen(4))
+    env = BatchedMujocoEnv(dist, 2, 2, horizon=5, dtype=torch.float64, backend="cpu-batch")
+    env.reset(seed=0, options={"tasks": tasks})
+    mass = env.engine.batch.expanded("body_mass")
+    default = env.engine.model.body_mass
+    np.testing.assert_array_equal(mass[0], default * tasks["body_mass"][0].numpy())
+    np.testing.assert_array_equal(mass[2], default * tasks["body_mass"][1].numpy())
+    assert np.array_equal(mass[0], mass[1]) and not np.array_equal(mass[0], mass[2])
+    # same start state and actions, different physics: the trajectories part
+    obs, _ = env.reset(options={"init_qpos": np.tile(env.init_qpos, (4, 1)), "init_qvel": np.zeros((4, env.nv))})
+    for _ in range(5):
+        obs, *_ = env.step(torch.full((4, env.nu), 0.5))
+    assert torch.equal(obs[0], obs[1]) and not torch.allclose(obs[0], obs[2])
+
+
+def test_reset_seed_reproduces_and_noise_scale():
+    dist = BATCHED_NAMES["HalfCheetahVel"]()
+    env = BatchedMujocoEnv(dist, 3, 4, horizon=5, backend="cpu", dtype=torch.float64)
+    tasks = dist.sample(3, gen())
+    a, _ = env.reset(seed=5, options={"tasks": tasks})
+    b, _ = env.reset(seed=5)
+    c, _ = env.reset(seed=6)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    qpos_noise = env.engine.qpos - env.init_qpos
+    assert np.abs(qpos_noise).max() <= 0.1 and np.abs(qpos_noise).max() > 0.05
+
+
+def test_bad_input_is_explained():
+    dist = BATCHED_NAMES["AntGoal"]()
+    with pytest.raises(ValueError, match="cpu-threads"):
+        BatchedMujocoEnv(dist, 1, 1, backend="gpu")
+    env = BatchedMujocoEnv(dist, 2, 1, backend="cpu")
+    with pytest.raises(KeyError, match="goal"):
+        env.set_tasks({"velocity": torch.zeros(2)})
+    with pytest.raises(ValueError, match="2 tasks"):
+        env.set_tasks({"goal": torch.zeros(3, 2)})
