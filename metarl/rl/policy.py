@@ -1,0 +1,73 @@
+"""Gaussian MLP policy, used through `functional_call` so each task can carry its own parameters."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from metarl.models import reinit_
+
+Params = dict[str, torch.Tensor]
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+class GaussianMLPPolicy(nn.Module):
+    """pi(a | s) = N(mean_mlp(s), diag(exp(log_std))^2): a state-independent, learned log standard deviation.
+
+    The MAML paper's policy: 2 hidden layers of 100 ReLU units. The module's own weights are only initial
+    values; the learners pass parameter dicts through `functional_call`.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (100, 100), activation: str = "relu",
+                 init_std: float = 1.0, generator: torch.Generator | None = None):
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}: expected one of {', '.join(_ACTIVATIONS)}")
+        if not init_std > 0:
+            raise ValueError(f"init_std must be positive, got {init_std}")
+        layers: list[nn.Module] = []
+        dims = [obs_dim, *hidden]
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), _ACTIVATIONS[activation]()]
+        layers.append(nn.Linear(dims[-1], act_dim))
+        self.mean = nn.Sequential(*layers)
+        self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        if generator is not None:
+            reinit_(self, generator)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, log_std), each shaped like obs[..., :act_dim]."""
+        mean = self.mean(obs)
+        return mean, self.log_std.expand_as(mean)
+
+
+def policy_outputs(policy: nn.Module, params: Params, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, log_std) of ONE parameter set on obs of any leading shape."""
+    return functional_call(policy, params, (obs,))
+
+
+def batched_policy_outputs(policy: nn.Module, params: Params, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-task parameters (leading dim T) on per-task observations (T, ...): one vmapped call."""
+    return vmap(lambda p, o: functional_call(policy, p, (o,)))(params, obs)
+
+
+def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """log N(actions; mean, exp(log_std)^2), summed over the action dimension."""
+    z = (actions - mean) * torch.exp(-log_std)
+    return (-0.5 * z * z - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def gaussian_kl(mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Tensor, log_std_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) of diagonal Gaussians, summed over the action dimension."""
+    var_p, var_q = torch.exp(2 * log_std_p), torch.exp(2 * log_std_q)
+    kl = log_std_q - log_std_p + (var_p + (mean_p - mean_q) ** 2) / (2 * var_q) - 0.5
+    return kl.sum(-1)
+
+
+def expand_params(params: Params, num_tasks: int) -> Params:
+    """Shared parameters -> per-task parameters (a view, leading dim num_tasks)."""
+    return {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}

@@ -1,0 +1,131 @@
+"""RL building blocks: sampler masks and per-task parameters, returns, GAE, the linear baseline, estimators."""
+import pytest
+import torch
+from torch.func import grad
+
+from envs.navigation import BatchedNavigation2D
+from metarl.models import parameters_of
+from metarl.rl.advantages import discounted_returns, fit_linear_baseline, gae, normalize_per_task, baseline_features
+from metarl.rl.estimators import get_estimator
+from metarl.rl.policy import GaussianMLPPolicy, gaussian_kl, gaussian_log_prob
+from metarl.rl.sampler import BatchedSampler
+
+
+def constant_action_params(policy, actions):
+    """Per-task params whose mean action is the constant actions[i] (zero weights, last bias)."""
+    p = parameters_of(policy)
+    out = {k: torch.zeros(len(actions), *v.shape) for k, v in p.items()}
+    out["mean.4.bias"] = torch.tensor(actions)
+    out["log_std"] = torch.full((len(actions), 2), -20.0)
+    return out
+
+
+def test_sampler_masks_termination_and_uses_per_task_params():
+    policy = GaussianMLPPolicy(2, 2, hidden=(4, 4))
+    env = BatchedNavigation2D(2, 3, horizon=8)
+    tasks = {"goal": torch.tensor([[0.3, 0.3], [-0.2, 0.0]])}
+    params = constant_action_params(policy, [[0.1, 0.1], [0.0, 0.05]])
+    r = BatchedSampler(env, policy).collect(params, tasks, torch.Generator().manual_seed(0), deterministic=True)
+    assert r.obs.shape == (2, 3, 8, 2) and r.rewards.shape == (2, 3, 8)
+    # task 0 reaches its goal on the 3rd step: mask 1 up to and including that step, rewards 0 afterwards
+    assert r.mask[0, 0].tolist() == [1, 1, 1, 0, 0, 0, 0, 0]
+    assert torch.all(r.rewards[0, :, 3:] == 0) and torch.all(r.rewards[0, :, :2] < 0)
+    assert torch.allclose(r.rewards[0, 0, :3], torch.tensor([-0.2 * 2**0.5, -0.1 * 2**0.5, 0.0]), atol=1e-6)
+    # task 1 moves along +y, away from its goal, never terminates
+    assert torch.all(r.mask[1] == 1)
+    assert torch.allclose(r.obs[1, 0, -1], torch.tensor([0.0, 0.35]))
+    assert torch.allclose(r.episode_returns[0], r.rewards[0].sum(-1))
+
+
+def test_sampler_same_generator_seed_same_rollouts():
+    policy = GaussianMLPPolicy(2, 2, hidden=(8,), generator=torch.Generator().manual_seed(0))
+    params = {k: v.expand(2, *v.shape) for k, v in parameters_of(policy).items()}
+    env = BatchedNavigation2D(2, 4, horizon=10)
+    tasks = {"goal": torch.tensor([[0.3, 0.3], [-0.2, 0.0]])}
+    s = BatchedSampler(env, policy)
+    a = s.collect(params, tasks, torch.Generator().manual_seed(5))
+    b = s.collect(params, tasks, torch.Generator().manual_seed(5))
+    c = s.collect(params, tasks, torch.Generator().manual_seed(6))
+    assert torch.equal(a.actions, b.actions) and torch.equal(a.rewards, b.rewards)
+    assert not torch.equal(a.actions, c.actions)
+    mean, log_std = policy(a.obs)
+    assert torch.allclose(gaussian_log_prob(mean, log_std, a.actions), a.log_probs, atol=1e-5)
+
+
+def test_discounted_returns_and_gae_by_hand():
+    r = torch.tensor([[1.0, 2.0, 3.0, 0.0]])
+    m = torch.tensor([[1.0, 1.0, 1.0, 0.0]])  # terminated after the third step
+    v = torch.tensor([[0.5, 1.0, 2.0, 0.0]])
+    g, lam = 0.9, 0.8
+    ret = discounted_returns(r, m, g)
+    assert torch.allclose(ret, torch.tensor([[1 + 0.9 * 2 + 0.81 * 3, 2 + 0.9 * 3, 3.0, 0.0]]))
+    d2 = 3 - 2.0
+    d1 = 2 + g * 2.0 - 1.0
+    d0 = 1 + g * 1.0 - 0.5
+    a2 = d2
+    a1 = d1 + g * lam * a2
+    a0 = d0 + g * lam * a1
+    assert torch.allclose(gae(r, v, m, g, lam), torch.tensor([[a0, a1, a2, 0.0]]))
+    # lambda = 1 with a zero baseline: the advantage is the discounted return
+    assert torch.allclose(gae(r, torch.zeros_like(v), m, g, 1.0), ret)
+
+
+def test_linear_baseline_recovers_linear_returns_per_task():
+    gen = torch.Generator().manual_seed(0)
+    obs = torch.randn(3, 4, 6, 2, generator=gen, dtype=torch.float64)
+    feats = baseline_features(obs)
+    w = torch.randn(3, feats.shape[-1], generator=gen, dtype=torch.float64)
+    returns = torch.einsum("tehf,tf->teh", feats, w)
+    mask = torch.ones(3, 4, 6, dtype=torch.float64)
+    mask[0, 1, 4:] = 0
+    fitted = fit_linear_baseline(obs, returns * mask, mask, reg=1e-10)
+    assert torch.allclose(fitted, returns * mask, atol=1e-6)
+
+
+def test_normalize_per_task():
+    x = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(0)) * torch.tensor([1.0, 10.0]).view(2, 1, 1)
+    m = torch.ones(2, 3, 5)
+    y = normalize_per_task(x, m)
+    assert torch.allclose(y.mean((1, 2)), torch.zeros(2), atol=1e-5)
+    assert torch.allclose(y.pow(2).mean((1, 2)), torch.ones(2), atol=1e-4)
+
+
+def _estimator_case():
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(2, 3, generator=gen, dtype=torch.float64)
+    obs = torch.randn(2, 5, 2, generator=gen, dtype=torch.float64)
+    actions = torch.randn(2, 5, 3, generator=gen, dtype=torch.float64)
+    adv = torch.randn(2, 5, generator=gen, dtype=torch.float64)
+    mask = torch.ones(2, 5, dtype=torch.float64)
+    mask[1, 3:] = 0
+
+    def loss_fn(name):
+        def f(w):
+            mean = obs @ w
+            logp = gaussian_log_prob(mean, torch.zeros_like(mean), actions)
+            return get_estimator(name)(logp, adv, mask)
+
+        return f
+
+    return w, loss_fn
+
+
+def test_estimators_share_the_gradient_and_differ_in_curvature():
+    w, loss_fn = _estimator_case()
+    grads = {n: grad(loss_fn(n))(w) for n in ("reinforce", "dice", "lvc")}
+    assert torch.allclose(grads["dice"], grads["reinforce"], atol=1e-12)
+    assert torch.allclose(grads["lvc"], grads["reinforce"], atol=1e-12)
+    hess = {n: torch.autograd.functional.hessian(loss_fn(n), w) for n in ("reinforce", "dice", "lvc")}
+    assert not torch.allclose(hess["dice"], hess["reinforce"])
+    assert not torch.allclose(hess["lvc"], hess["reinforce"])
+    assert not torch.allclose(hess["lvc"], hess["dice"])
+    with pytest.raises(ValueError, match="reinforce"):
+        get_estimator("nope")
+
+
+def test_gaussian_kl_zero_on_equal_and_matches_closed_form():
+    m, s = torch.tensor([[0.3, -1.0]]), torch.tensor([[0.1, -0.2]])
+    assert torch.allclose(gaussian_kl(m, s, m, s), torch.zeros(1))
+    # 1-D check: KL(N(0,1) || N(1, e^2)) = 1 + (1 + 1) / (2 e^2) - 0.5
+    kl = gaussian_kl(torch.zeros(1, 1), torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1))
+    assert torch.allclose(kl, torch.tensor([1 + 2 / (2 * torch.e**2) - 0.5]))
