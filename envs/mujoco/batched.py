@@ -21,6 +21,10 @@ from envs.mujoco.tasks import HORIZON, RAND_FIELDS, MujocoTasks
 BACKENDS = ("auto", "cpu", "cpu-batch", "cpu-threads", "warp")
 
 
+def _copy(x):
+    return x.clone() if isinstance(x, torch.Tensor) else x.copy()
+
+
 def warp_available() -> bool:
     """CUDA present and mujoco_warp importable: the condition for backend="auto" to choose warp."""
     if not torch.cuda.is_available():
@@ -74,10 +78,12 @@ class BatchedMujocoEnv(BatchedTaskEnv):
                          gym.spaces.Box(-np.inf, np.inf, shape=(obs_size,), dtype=np.float64),
                          gym.spaces.Box(ctrl[:, 0], ctrl[:, 1], dtype=np.float32), device)
         self.dtype = dtype
+        self._on_torch = backend == "warp"  # the engine's arrays are torch tensors on its device
+        self._engine_device = torch.device(device) if self._on_torch else torch.device("cpu")
         self._rng = np.random.default_rng(seed)
-        self._params: dict[str, np.ndarray] = {}
-        self._done = np.zeros(n, dtype=bool)
-        self._obs = np.zeros((n, obs_size))
+        self._params: dict = {}
+        self._done = torch.zeros(n, dtype=torch.bool, device=self._engine_device) if self._on_torch else np.zeros(n, bool)
+        self._obs = None
         self._init_state: tuple[np.ndarray, np.ndarray] | None = None
 
     def set_tasks(self, tasks: TaskBatch) -> None:
@@ -86,9 +92,12 @@ class BatchedMujocoEnv(BatchedTaskEnv):
             if v.shape[0] != self.num_tasks:
                 raise ValueError(f"expected {self.num_tasks} tasks, got {k!r} of shape {tuple(tasks[k].shape)}")
         self.tasks = tasks
-        self._params = {k: np.repeat(v, self.episodes_per_task, axis=0) for k, v in params.items()}
+        per_world = {k: np.repeat(v, self.episodes_per_task, axis=0) for k, v in params.items()}
         if self.task_distribution.randomises_dynamics:
-            self.engine.set_world_fields({f: self._default_fields[f] * self._params[f] for f in RAND_FIELDS})
+            self.engine.set_world_fields({f: self._default_fields[f] * per_world[f] for f in RAND_FIELDS})
+        if self._on_torch:
+            per_world = {k: torch.as_tensor(v, dtype=torch.float32, device=self._engine_device) for k, v in per_world.items()}
+        self._params = per_world
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         options = options or {}
@@ -105,8 +114,10 @@ class BatchedMujocoEnv(BatchedTaskEnv):
             rng = np.random.default_rng(seed) if seed is not None else self._rng
             dq, dv = R.reset_noise_batch(self.robot, rng, self.num_envs, self.nq, self.nv)
             qpos, qvel = self.init_qpos + dq, self.init_qvel + dv
+        if self._on_torch:
+            qpos, qvel = (torch.as_tensor(x, dtype=torch.float32, device=self._engine_device) for x in (qpos, qvel))
         self.engine.reset(qpos, qvel)
-        self._done[:] = False
+        self._done = torch.zeros_like(self._done) if self._on_torch else np.zeros_like(self._done)
         self._obs = self._observation()
         return self._to_torch(self._obs), {}
 
@@ -114,16 +125,23 @@ class BatchedMujocoEnv(BatchedTaskEnv):
         e = self.engine
         return R.observation(self.robot, e.qpos, e.qvel, e.cfrc_ext if self.robot.cfrc_in_obs else None)
 
-    def _to_torch(self, x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(x)).to(device=self.device, dtype=self.dtype)
+    def _to_torch(self, x, keep_dtype: bool = False) -> torch.Tensor:
+        t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+        return t.to(device=self.device) if keep_dtype else t.to(device=self.device, dtype=self.dtype)
 
     def _step(self, actions: torch.Tensor):
-        a = actions.detach().to("cpu", torch.float32).numpy()  # float32, as the single env sees it
         e, body = self.engine, self.robot.main_body
-        xy_before = e.xpos[:, body, :2].copy()
-        x_before = e.qpos[:, 0].copy()
+        if self._on_torch:  # the Warp backend: everything stays on the device
+            a = actions.detach().to(self._engine_device, torch.float32)
+        else:
+            a = actions.detach().to("cpu", torch.float32).numpy()  # float32, as the single env sees it
+        xy_before = _copy(e.xpos[:, body, :2])
+        x_before = _copy(e.qpos[:, 0])
         running = ~self._done
-        e.step(a.astype(np.float64), None if running.all() else np.flatnonzero(running))
+        if self._on_torch:
+            e.step(a)  # every world steps; finished ones are masked below
+        else:
+            e.step(a.astype(np.float64), None if running.all() else np.flatnonzero(running))
         xy_after = e.xpos[:, body, :2]
         xy_velocity = (xy_after - xy_before) / self.dt
         x_velocity = xy_velocity[:, 0] if self.robot.name == "ant" else (e.qpos[:, 0] - x_before) / self.dt
@@ -132,14 +150,14 @@ class BatchedMujocoEnv(BatchedTaskEnv):
         reward = R.total_reward(self.robot, forward, a, healthy, e.cfrc_ext if self.robot.name == "ant" else None)
         obs = self._observation()
         # finished episodes keep their last observation and earn nothing until the next reset
-        reward = np.where(self._done, 0.0, reward)
+        reward = R.xp(reward).where(self._done, 0.0, reward)
         obs[self._done] = self._obs[self._done]
         if self.robot.terminates:
             self._done |= ~healthy
         self._obs = obs
-        truncated = np.full(self.num_envs, self.t >= self.horizon)
-        done = torch.from_numpy(self._done.copy()).to(self.device)
-        return self._to_torch(obs), self._to_torch(reward), done, torch.from_numpy(truncated).to(self.device), {}
+        done = self._to_torch(self._done, keep_dtype=True).clone()
+        truncated = torch.full_like(done, self.t >= self.horizon)
+        return self._to_torch(obs), self._to_torch(reward), done, truncated, {}
 
     def close(self, **kwargs: Any) -> None:
         self.engine.close()

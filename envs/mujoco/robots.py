@@ -5,7 +5,8 @@ Gymnasium env and the batched backends compute observations and rewards with the
 and agree bit for bit. The constants are Gymnasium v5's defaults (half_cheetah_v5.py, ant_v5.py,
 hopper_v5.py, walker2d_v5.py); the task-dependent *forward* term is supplied by the task distribution.
 
-No mujoco import here: `load_model` imports it when called.
+The functions accept numpy arrays (CPU backends, single env) or torch tensors (the MuJoCo Warp backend,
+on the GPU) and use the matching namespace. No mujoco import here: `load_model` imports it when called.
 """
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+
+
+def xp(x):
+    """The array namespace of x: numpy for ndarrays, torch for tensors (their functions used here agree)."""
+    return torch if isinstance(x, torch.Tensor) else np
 
 
 @dataclass(frozen=True)
@@ -71,40 +78,43 @@ def observation_size(r: Robot, nq: int, nv: int, nbody: int) -> int:
 
 
 def contact_forces(r: Robot, cfrc_ext: np.ndarray) -> np.ndarray:
-    return np.clip(cfrc_ext, r.contact_force_range[0], r.contact_force_range[1])
+    return xp(cfrc_ext).clip(cfrc_ext, r.contact_force_range[0], r.contact_force_range[1])
 
 
 def observation(r: Robot, qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray | None) -> np.ndarray:
     """(N, obs_dim) float64, Gymnasium v5's `_get_obs` for N worlds."""
-    vel = np.clip(qvel, -r.qvel_clip, r.qvel_clip) if r.qvel_clip is not None else qvel
+    ns = xp(qpos)
+    vel = ns.clip(qvel, -r.qvel_clip, r.qvel_clip) if r.qvel_clip is not None else qvel
     parts = [qpos[:, r.skipped_qpos :], vel]
     if r.cfrc_in_obs:
         parts.append(contact_forces(r, cfrc_ext)[:, 1:].reshape(qpos.shape[0], -1))
-    return np.concatenate(parts, axis=1)
+    return ns.concatenate(parts, axis=1)
 
 
 def control_cost(r: Robot, action: np.ndarray) -> np.ndarray:
     """(N,) in the action's dtype (float32 actions give a float32 cost, as in Gymnasium)."""
-    return r.ctrl_cost_weight * np.sum(np.square(action), axis=1)
+    ns = xp(action)
+    return r.ctrl_cost_weight * ns.sum(ns.square(action), axis=1)
 
 
 def contact_cost(r: Robot, cfrc_ext: np.ndarray) -> np.ndarray:
-    n = cfrc_ext.shape[0]
-    return r.contact_cost_weight * np.sum(np.square(contact_forces(r, cfrc_ext)).reshape(n, -1), axis=1)
+    n, ns = cfrc_ext.shape[0], xp(cfrc_ext)
+    return r.contact_cost_weight * ns.sum(ns.square(contact_forces(r, cfrc_ext)).reshape(n, -1), axis=1)
 
 
 def is_healthy(r: Robot, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
     """(N,) bool: Gymnasium v5's `is_healthy` of each world (always True for HalfCheetah)."""
+    ns = xp(qpos)
     if r.name == "ant":  # finite state and 0.2 <= z <= 1.0
-        finite = np.isfinite(qpos).all(axis=1) & np.isfinite(qvel).all(axis=1)
+        finite = ns.isfinite(qpos).all(axis=1) & ns.isfinite(qvel).all(axis=1)
         return finite & (0.2 <= qpos[:, 2]) & (qpos[:, 2] <= 1.0)
     if r.name == "hopper":  # |state[2:]| < 100, z > 0.7, |angle| < 0.2 (strict)
-        state = np.concatenate([qpos[:, 2:], qvel], axis=1)
-        ok_state = np.all((-100.0 < state) & (state < 100.0), axis=1)
+        state = ns.concatenate([qpos[:, 2:], qvel], axis=1)
+        ok_state = ((-100.0 < state) & (state < 100.0)).all(axis=1)
         return ok_state & (0.7 < qpos[:, 1]) & (qpos[:, 1] < np.inf) & (-0.2 < qpos[:, 2]) & (qpos[:, 2] < 0.2)
     if r.name == "walker2d":  # 0.8 < z < 2, -1 < angle < 1
         return (0.8 < qpos[:, 1]) & (qpos[:, 1] < 2.0) & (-1.0 < qpos[:, 2]) & (qpos[:, 2] < 1.0)
-    return np.ones(qpos.shape[0], dtype=bool)
+    return qpos[:, 0] == qpos[:, 0]  # all True (NaN aside), in qpos's namespace and device
 
 
 def total_reward(r: Robot, forward: np.ndarray, action: np.ndarray, healthy: np.ndarray,
@@ -113,7 +123,7 @@ def total_reward(r: Robot, forward: np.ndarray, action: np.ndarray, healthy: np.
     ctrl = control_cost(r, action)
     if r.name == "half_cheetah":
         return forward - ctrl
-    rewards = forward + healthy * r.healthy_reward
+    rewards = forward + healthy * r.healthy_reward  # healthy is 0 or 1: exact in any float dtype
     if r.name == "ant":
         return rewards - (ctrl + contact_cost(r, cfrc_ext))
     return rewards - ctrl

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from envs.base import Split, TaskBatch, TaskDistribution, check_positive, check_split, checkerboard_split
-from envs.mujoco.robots import Robot, robot
+from envs.mujoco.robots import Robot, robot, xp
 
 HORIZON = 200
 RAND_FIELDS = ("body_mass", "body_inertia", "dof_damping", "geom_friction")
@@ -69,7 +69,7 @@ class MujocoTasks(TaskDistribution):
 
     def forward_term(self, params: dict[str, np.ndarray], x_velocity: np.ndarray, xy_velocity: np.ndarray,
                      xy_position: np.ndarray) -> np.ndarray:
-        """The task's forward reward for N worlds, params with leading dim N (numpy, float64)."""
+        """The task's forward reward for N worlds, params with leading dim N (numpy float64, or torch tensors)."""
         return x_velocity  # v5's forward_reward_weight (1.0) * x_velocity
 
     def _uniform(self, n: int, d: int, generator: torch.Generator, split: Split) -> torch.Tensor:
@@ -90,7 +90,7 @@ class _VelocityTasks(MujocoTasks):
         return {"velocity": ()}
 
     def forward_term(self, params, x_velocity, xy_velocity, xy_position):
-        return -1.0 * np.abs(x_velocity - params["velocity"])
+        return -1.0 * abs(x_velocity - params["velocity"])
 
 
 class _DirectionTasks(MujocoTasks):
@@ -160,7 +160,7 @@ class AntGoalTasks(MujocoTasks):
 
     def forward_term(self, params, x_velocity, xy_velocity, xy_position):
         d = xy_position - params["goal"]
-        return -np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1])
+        return -xp(d).sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1])
 
 
 class RandParamsTasks(MujocoTasks):
