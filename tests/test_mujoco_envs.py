@@ -12,7 +12,7 @@ import gymnasium as gym  # noqa: E402
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
 import envs  # noqa: E402,F401  (registers the env ids)
-from envs.base import checkerboard_split_of, task_at  # noqa: E402
+from envs.base import task_at  # noqa: E402
 from envs.mujoco import BATCHED_NAMES, MUJOCO_TASKS  # noqa: E402
 from envs.mujoco.batched import BatchedMujocoEnv  # noqa: E402
 from envs.mujoco.cpu_backend import has_batch  # noqa: E402
@@ -54,17 +54,7 @@ def test_backward_direction_flips_forward_reward():
     assert r == pytest.approx(-info["x_velocity"] - 0.1 * 6 * 0.25)
 
 
-def test_velocity_and_goal_splits():
-    for dist, hi in ((BATCHED_NAMES["HalfCheetahVel"](), 2.0), (BATCHED_NAMES["AntVel"](), 3.0)):
-        tr, te = dist.sample(500, gen(0), "train")["velocity"], dist.sample(500, gen(0), "test")["velocity"]
-        for v, split in ((tr, "train"), (te, "test")):
-            assert v.min() >= 0 and v.max() < hi and v.max() > 0.8 * hi and v.min() < 0.2 * hi  # spans the range
-            assert set(checkerboard_split_of((v.double() / hi)[:, None])) == {split}
-        assert torch.equal(dist.sample(5, gen(7))["velocity"], dist.sample(5, gen(7))["velocity"])
-    goals = BATCHED_NAMES["AntGoal"]().sample(500, gen(1), "test")["goal"]
-    assert goals.norm(dim=1).max() <= 3.0 and goals.norm(dim=1).max() > 2.8
-    dirs = BATCHED_NAMES["AntDir"]().sample(100, gen(2))["direction"]
-    assert set(dirs.tolist()) == {-1.0, 1.0}
+def test_bad_split_is_explained():
     with pytest.raises(ValueError, match="train, test"):
         BATCHED_NAMES["AntDir"]().sample(2, gen(), "validation")
 
