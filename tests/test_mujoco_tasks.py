@@ -34,3 +34,20 @@ def test_velocity_goal_and_direction_splits():
     assert goals.norm(dim=1).max() <= 3.0 and goals.norm(dim=1).max() > 2.8
     dirs = BATCHED_NAMES["AntDir"]().sample(100, gen(2))["direction"]
     assert set(dirs.tolist()) == {-1.0, 1.0}
+
+
+def test_mujoco_configs_load_with_paper_settings():
+    import glob
+
+    import pytest
+
+    config = pytest.importorskip("metarl.rl.config")
+    from metarl.config import load_yaml
+
+    paths = [p for p in glob.glob("configs/*_maml_trpo.yaml") if p.split("/")[-1].startswith(("halfcheetah", "ant"))]
+    assert len(paths) == 5
+    for path in paths:
+        cfg = load_yaml(path, config.RLConfig).validate()
+        assert cfg.env.name in BATCHED_NAMES
+        assert (cfg.env.horizon, cfg.env.episodes_per_task, cfg.train.meta_batch_size) == (200, 20, 40)
+        assert (cfg.algo.algo, cfg.algo.inner_lr, cfg.algo.max_kl) == ("maml_trpo", 0.1, 0.01)
