@@ -1,0 +1,100 @@
+"""The MAML paper's few-shot conv learner, as a plain module used through `functional_call` and `vmap`.
+
+    4 x [3x3 conv (64 filters, padding 1) -> batch norm -> ReLU -> 2x2 max-pool]  ->  flatten -> linear(N)
+
+28 x 28 inputs shrink 28 -> 14 -> 7 -> 3 -> 1, so the head sees 64 features.
+
+Layout: activations are kept channels-last (B, H, W, C); torch's conv2d / batch_norm / max_pool2d see them as
+NCHW views in channels-last memory, which oneDNN runs fastest on CPU. Vmapped over tasks with per-task
+weights, conv2d becomes one grouped convolution. Measured alternatives (single thread, CPU seconds of one
+second-order meta-gradient of 8 tasks; a per-task autograd loop took 1.34 s): im2col (9 shifted views
+concatenated) + batched matmul 5.2 s, shifted-row matmuls 3.8 s, these native ops 2.0 s. The copies of the
+im2col columns cost more than the matmuls save.
+
+Batch norm uses the statistics of the batch it is given, in training and at test time alike (no running
+statistics, like `nn.BatchNorm2d(track_running_stats=False)`). Inside the vmapped inner loop the batch is one
+task's support set or query set, so a query set is normalised by its own statistics: the transductive
+setting of the MAML paper's code. A non-transductive test mode is not implemented.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metarl.models import reinit_
+
+
+def _nchw(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 3, 1, 2)
+
+
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 2, 3, 1)
+
+
+def conv3x3_nhwc(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """3x3 convolution, stride 1, zero padding 1, of x (B, H, W, C) with an nn.Conv2d weight (O, C, 3, 3)."""
+    return _nhwc(F.conv2d(_nchw(x), weight, bias, padding=1))
+
+
+def batch_norm_nhwc(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Batch norm over (B, H, W) with the batch's own (biased) statistics."""
+    return _nhwc(F.batch_norm(_nchw(x), None, None, weight, bias, training=True, eps=eps))
+
+
+def max_pool2_nhwc(x: torch.Tensor) -> torch.Tensor:
+    """2x2 max-pool, stride 2, dropping an odd last row / column."""
+    return _nhwc(F.max_pool2d(_nchw(x), 2))
+
+
+class ConvBlock(nn.Module):
+    """conv 3x3 -> batch norm (batch statistics) -> ReLU -> max-pool 2x2, on channels-last tensors."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.norm = nn.BatchNorm2d(out_channels, track_running_stats=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = conv3x3_nhwc(x, self.conv.weight, self.conv.bias)
+        x = batch_norm_nhwc(x, self.norm.weight, self.norm.bias, self.norm.eps)
+        return max_pool2_nhwc(torch.relu(x))
+
+
+class ConvNet(nn.Module):
+    """The MAML paper's Omniglot / MiniImagenet learner: 4 conv blocks and a linear head.
+
+    Input (B, C, H, W) (images as the task distributions give them); output logits (B, ways). The parameter
+    names are those of nn.Conv2d / nn.BatchNorm2d / nn.Linear, so `functional_call` works with a dict of them.
+    """
+
+    def __init__(self, in_channels: int = 1, ways: int = 5, channels: int = 64, blocks: int = 4,
+                 image_size: int = 28, generator: torch.Generator | None = None):
+        super().__init__()
+        dims = [in_channels] + [channels] * blocks
+        self.blocks = nn.Sequential(*[ConvBlock(a, b) for a, b in zip(dims[:-1], dims[1:])])
+        side = image_size
+        for _ in range(blocks):
+            side //= 2
+        if side < 1:
+            raise ValueError(f"image_size {image_size} is too small for {blocks} blocks of 2x2 pooling")
+        self.head = nn.Linear(channels * side * side, ways)
+        if generator is not None:
+            reinit_(self, generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(x.permute(0, 2, 3, 1))  # channels-last: the channel axis is the matmul's inner axis
+        return self.head(x.reshape(x.shape[0], -1))
+
+
+def reference_forward(params: dict[str, torch.Tensor], x: torch.Tensor, blocks: int = 4) -> torch.Tensor:
+    """The same network on contiguous NCHW tensors, one task at a time (tests and the per-task baseline)."""
+    for i in range(blocks):
+        p = f"blocks.{i}."
+        x = F.conv2d(x, params[p + "conv.weight"], params[p + "conv.bias"], padding=1)
+        x = F.batch_norm(x, None, None, params[p + "norm.weight"], params[p + "norm.bias"], training=True)
+        x = F.max_pool2d(F.relu(x), 2)
+    # flatten in channels-last order, as ConvNet does
+    x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
+    return F.linear(x, params["head.weight"], params["head.bias"])
