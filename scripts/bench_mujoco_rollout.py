@@ -11,6 +11,7 @@ Measures, in one run:
   ceiling    the physics alone: the batched env's engine stepping the same worlds open loop (frame_skip
              mj_steps per env step, actions ~ N(0, 1) like the initial policy's), no observations, rewards
              or policy.
+GPU (MuJoCo Warp, not run here yet):  --backend warp --device cuda --tasks 64 --episodes 128 --sync-steps 0
 The last line is one JSON object: env_steps_per_s, speedup_vs_sync_vector_env, fraction_of_ceiling, ...
 """
 from __future__ import annotations
@@ -31,7 +32,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--tasks", type=int, default=40)
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--horizon", type=int, default=200)
-    p.add_argument("--backend", default="cpu", help="auto, cpu, cpu-batch, cpu-threads, warp")
+    p.add_argument("--backend", default="cpu", help="auto, cpu, cpu-batch, cpu-threads, warp (GPU: add --device cuda)")
+    p.add_argument("--device", default="cpu", help="torch device of the env tensors and the policy")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the physics (default: all cores)")
     p.add_argument("--repeats", type=int, default=3, help="timed collections of ours (after one warm-up)")
     p.add_argument("--sync-steps", type=int, default=40, help="steps of the SyncVectorEnv baseline (0: skip)")
@@ -48,18 +50,20 @@ def bench_ours(args, names) -> tuple[float, object]:
 
     dist = names[args.env]()
     env = BatchedMujocoEnv(dist, args.tasks, args.episodes, args.horizon, backend=args.backend,
-                           num_threads=args.threads, seed=args.seed)
+                           device=args.device, num_threads=args.threads, seed=args.seed)
     policy = GaussianMLPPolicy(env.single_observation_space.shape[0], env.single_action_space.shape[0],
-                               generator=torch.Generator().manual_seed(args.seed))
+                               generator=torch.Generator().manual_seed(args.seed)).to(env.device)
     sampler = BatchedSampler(env, policy)
     params = expand_params(dict(policy.named_parameters()), args.tasks)
-    gen = torch.Generator().manual_seed(args.seed)
-    tasks = dist.sample(args.tasks, gen)
+    tasks = dist.sample(args.tasks, torch.Generator().manual_seed(args.seed))
+    gen = torch.Generator(device=env.device).manual_seed(args.seed)  # the sampler draws actions on env.device
     sampler.collect(params, tasks, gen)  # warm-up
     times = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
         ro = sampler.collect(params, tasks, gen)
+        if env.device.type == "cuda":
+            torch.cuda.synchronize(env.device)
         times.append(time.perf_counter() - t0)
     steps = args.tasks * args.episodes * args.horizon
     print(f"ours ({env.backend}, engine {type(env.engine).__name__}): {steps} env-steps in "
@@ -98,11 +102,17 @@ def bench_ceiling(env, args) -> float:
     rng = np.random.default_rng(args.seed)
     ctrl = rng.standard_normal((args.horizon, n, env.nu))
     qpos = np.tile(env.init_qpos, (n, 1)) + rng.uniform(-0.1, 0.1, (n, env.nq))
-    engine.reset(qpos, np.zeros((n, env.nv)))
+    qvel = np.zeros((n, env.nv))
+    on_gpu = env.backend == "warp"
+    if on_gpu:  # the warp engine takes torch tensors on its device
+        ctrl, qpos, qvel = (torch.as_tensor(x, dtype=torch.float32, device=env.device) for x in (ctrl, qpos, qvel))
+    engine.reset(qpos, qvel)
     engine.step(ctrl[0])
     t0 = time.perf_counter()
     for t in range(args.horizon):
         engine.step(ctrl[t])
+    if on_gpu:
+        torch.cuda.synchronize(env.device)
     dt = time.perf_counter() - t0
     print(f"ceiling ({type(engine).__name__}, open loop): {n} worlds x {args.horizon} steps in {dt:.2f} s")
     return n * args.horizon / dt
@@ -124,6 +134,7 @@ def main() -> None:
         "env": args.env, "tasks": args.tasks, "episodes": args.episodes, "horizon": args.horizon,
         "backend": env.backend, "engine": type(env.engine).__name__, "mujoco": mujoco.__version__,
         "threads": args.threads or len(os.sched_getaffinity(0)), "cpu": platform.processor() or platform.machine(),
+        "device": torch.cuda.get_device_name(env.device) if env.device.type == "cuda" else "cpu",
         "env_steps_per_s": round(ours), "sync_vector_env_steps_per_s": round(sync) if sync == sync else None,
         "ceiling_steps_per_s": round(ceiling),
         "speedup_vs_sync_vector_env": round(ours / sync, 2) if sync == sync else None,
