@@ -5,8 +5,9 @@ position. Action: a displacement, clipped to [-0.1, 0.1] per coordinate. Reward:
 goal after the move. The episode terminates when the point is within 0.01 of the goal in both coordinates
 (rllab's test) and is truncated after H = 100 steps. Split: a checkerboard of 8 x 8 cells over the goal square.
 
-One pure function, `navigation_step`, does the physics for the single env and the batched env alike, so both
-give the same numbers for the same actions.
+`navigation_step` does the physics of the batched env in torch; the single env does the same float32
+operations in the same order in numpy (each correctly rounded in both), so both give bitwise the same numbers
+for the same actions (tests/test_navigation.py checks it step for step).
 """
 from __future__ import annotations
 
@@ -51,8 +52,10 @@ def navigation_step(
     """One step of every point: (new position, reward, reached) for positions/goals/actions of shape (n, 2)."""
     new_pos = pos + action.clamp(-MAX_ACTION, MAX_ACTION)
     d = new_pos - goal
-    # sqrt of an explicit sum (not linalg.norm) so single and batched envs round identically
-    reward = -torch.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1])
+    # an explicit sum (not linalg.norm) and a float64 sqrt rounded once (torch's float32 sqrt is not correctly
+    # rounded), so the numpy single env gets the same bits
+    sq = d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]
+    reward = -torch.sqrt(sq.double()).to(sq.dtype)
     reached = (d.abs() < GOAL_TOLERANCE).all(dim=-1)
     return new_pos, reward, reached
 
@@ -72,14 +75,14 @@ class Navigation2DEnv(gym.Env):
         self.action_space = gym.spaces.Box(-MAX_ACTION, MAX_ACTION, shape=(2,), dtype=np.float32)
         self.split = split
         self._fixed_task = task
-        self._goal: torch.Tensor | None = None
-        self._pos = torch.zeros(1, 2)
+        self._goal: np.ndarray | None = None
+        self._pos = np.zeros(2, dtype=np.float32)
 
     @staticmethod
-    def _as_goal(task: TaskBatch | dict[str, Any]) -> torch.Tensor:
+    def _as_goal(task: TaskBatch | dict[str, Any]) -> np.ndarray:
         if "goal" not in task:
             raise KeyError(f"a navigation task needs a 'goal'; got keys {sorted(task)}")
-        return torch.as_tensor(task["goal"], dtype=torch.float32).reshape(1, 2).clone()
+        return torch.as_tensor(task["goal"], dtype=torch.float32).reshape(2).numpy().copy()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -88,15 +91,18 @@ class Navigation2DEnv(gym.Env):
             gen = torch.Generator().manual_seed(int(self.np_random.integers(2**62)))
             task = Navigation2DTasks().sample(1, gen, self.split)
         self._goal = self._as_goal(task)
-        self._pos = torch.zeros(1, 2)
-        return self._pos[0].numpy().copy(), {"goal": self._goal[0].numpy().copy()}
+        self._pos = np.zeros(2, dtype=np.float32)
+        return self._pos.copy(), {"goal": self._goal.copy()}
 
     def step(self, action):
         if self._goal is None:
             raise RuntimeError("call reset() before step()")
-        a = torch.as_tensor(np.asarray(action, dtype=np.float32).reshape(1, 2))
-        self._pos, reward, reached = navigation_step(self._pos, self._goal, a)
-        return self._pos[0].numpy().copy(), float(reward[0]), bool(reached[0]), False, {}
+        a = np.clip(np.asarray(action, dtype=np.float32).reshape(2), np.float32(-MAX_ACTION), np.float32(MAX_ACTION))
+        self._pos = self._pos + a
+        d = self._pos - self._goal
+        reward = -np.sqrt(np.float64(d[0] * d[0] + d[1] * d[1])).astype(np.float32)  # as in navigation_step
+        reached = bool(abs(d[0]) < GOAL_TOLERANCE and abs(d[1]) < GOAL_TOLERANCE)
+        return self._pos.copy(), float(reward), reached, False, {}
 
 
 class BatchedNavigation2D(BatchedTaskEnv):

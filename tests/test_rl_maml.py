@@ -206,3 +206,19 @@ def test_reptile_rl_moves_theta_towards_the_adapted_params():
     new, m = rep.iteration(theta, T, collect)
     assert all(torch.allclose(new[k], phi[k].mean(0)) for k in new)
     assert not torch.allclose(new["mean.4.bias"], theta["mean.4.bias"])
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_gauss_newton_kl_hvp_equals_autograd_hvp_at_the_old_params(first_order):
+    algo, theta, support, query = tiny_case(first_order=first_order)
+    # at the params that sampled the query data the KL's gradient in phi vanishes: there H = J^T F J exactly
+    q = algo.with_old_policy(theta, support, query)
+    gen = torch.Generator().manual_seed(4)
+    v = {k: torch.randn(t.shape, generator=gen, dtype=torch.float64) for k, t in theta.items()}
+    th = {k: t.clone().requires_grad_(True) for k, t in theta.items()}
+    kl = algo.loss_and_kl(th, support, q)[1]
+    g = torch.autograd.grad(kl, list(th.values()), create_graph=True)
+    hv = torch.autograd.grad(sum((a * v[k]).sum() for a, k in zip(g, th)), list(th.values()))
+    gn = algo.kl_hvp_gauss_newton(theta, support, q, v)
+    for k, h in zip(th, hv):
+        assert torch.allclose(gn[k], h, atol=1e-10, rtol=1e-8), k

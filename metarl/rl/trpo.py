@@ -18,10 +18,20 @@ LossAndKL = Callable[[Params], tuple[torch.Tensor, torch.Tensor, dict[str, torch
 @dataclass
 class TRPOSettings:
     max_kl: float = 0.01
+    """Bound on the mean KL(pi_old || pi_new) of the accepted step."""
     cg_iters: int = 10
+    """Conjugate-gradient iterations (Hessian-vector products) per step."""
     cg_damping: float = 1e-5
+    """Added to the KL Hessian (H + damping I) for a well-posed CG solve."""
     ls_max_steps: int = 15
+    """Backtracking line-search trials before the step is rejected."""
     ls_backtrack: float = 0.8
+    """Step-size factor between line-search trials."""
+    hvp_task_fraction: float = 1.0
+    """Fraction of the meta-batch's tasks whose KL drives the Hessian-vector products (1.0 = all)."""
+    hvp: str = "autograd"
+    """How the KL Hessian-vector product is taken: "autograd" (double backward through the adaptation graph) or
+    "gauss_newton" (J^T F J v with J = d phi / d theta by forward-over-reverse; equal at the current params)."""
 
 
 def conjugate_gradient(Avp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int = 10,
@@ -55,24 +65,36 @@ def _unflat(vec: torch.Tensor, like: Params) -> Params:
     return out
 
 
-def trpo_step(params: Params, loss_and_kl: LossAndKL, s: TRPOSettings = TRPOSettings()) -> tuple[Params, dict[str, float]]:
+def trpo_step(params: Params, loss_and_kl: LossAndKL, s: TRPOSettings = TRPOSettings(),
+              kl_for_hvp: Callable[[Params], torch.Tensor] | None = None,
+              hvp: Callable[[Params], Params] | None = None) -> tuple[Params, dict[str, float]]:
     """One TRPO update of `params`; returns the new (detached) params and diagnostics.
 
+    `kl_for_hvp` (default: the KL of `loss_and_kl`) is the KL whose Hessian-vector products drive CG; passing
+    the KL of a subset of the data makes the ten CG products cheaper (rllab's subsampled Fisher) while the
+    gradient and the line search's checks still use all the data.
+
     If no step size of the line search lowers the loss within the KL bound, the params are returned unchanged
-    (`accepted` = 0).
+    (`accepted` = 0). `hvp(v)`, when given, replaces autograd's KL Hessian-vector product (same structure as
+    params in and out); `kl_for_hvp` is then unused.
     """
     theta = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
     leaves = list(theta.values())
     loss, kl, metrics = loss_and_kl(theta)
     g = _flat(torch.autograd.grad(loss, leaves, retain_graph=True))
-    grad_kl = _flat(torch.autograd.grad(kl, leaves, create_graph=True))
+    if hvp is None:
+        kl_h = kl if kl_for_hvp is None else kl_for_hvp(theta)
+        grad_kl = _flat(torch.autograd.grad(kl_h, leaves, create_graph=True))
 
-    def hvp(v: torch.Tensor) -> torch.Tensor:
-        hv = torch.autograd.grad(grad_kl @ v, leaves, retain_graph=True)
-        return _flat(hv) + s.cg_damping * v
+        def Hv(v: torch.Tensor) -> torch.Tensor:
+            return _flat(torch.autograd.grad(grad_kl @ v, leaves, retain_graph=True)) + s.cg_damping * v
+    else:
+        def Hv(v: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return _flat(hvp(_unflat(v, theta)).values()) + s.cg_damping * v
 
-    step_dir = conjugate_gradient(hvp, g, s.cg_iters)
-    shs = 0.5 * (step_dir @ hvp(step_dir))
+    step_dir = conjugate_gradient(Hv, g, s.cg_iters)
+    shs = 0.5 * (step_dir @ Hv(step_dir))
     # the quadratic model 0.5 * d^T H d of the KL equals max_kl at `full_step`
     full_step = step_dir / torch.sqrt(shs / s.max_kl).clamp_min(1e-12)
     old_loss = float(loss.detach())
