@@ -104,14 +104,21 @@ def test_batched_equals_single_exactly(name, backend):
         assert terminations > 0  # the masking after termination was exercised
 
 
-@pytest.mark.skipif(not has_batch(), reason="mujoco.batch needs MuJoCo >= 4.0")
-def test_dynamics_randomised_per_world():
+def world_masses(env):
+    if env.backend == "cpu-batch":
+        return env.engine.batch.expanded("body_mass")
+    return np.stack([m.body_mass for m in env.engine.models])
+
+
+@pytest.mark.parametrize("backend", ["cpu-batch", "cpu-threads"])
+def test_dynamics_randomised_per_world(backend):
+    if backend == "cpu-batch" and not has_batch():
+        pytest.skip("mujoco.batch needs MuJoCo >= 4.0")
     dist = BATCHED_NAMES["HalfCheetahRandParams"]()
     tasks = dist.sample(2, gen(4))
-    env = BatchedMujocoEnv(dist, 2, 2, horizon=5, dtype=torch.float64, backend="cpu-batch")
+    env = BatchedMujocoEnv(dist, 2, 2, horizon=5, dtype=torch.float64, backend=backend)
     env.reset(seed=0, options={"tasks": tasks})
-    mass = env.engine.batch.expanded("body_mass")
-    default = env.engine.model.body_mass
+    mass, default = world_masses(env), env._default_fields["body_mass"]
     np.testing.assert_array_equal(mass[0], default * tasks["body_mass"][0].numpy())
     np.testing.assert_array_equal(mass[2], default * tasks["body_mass"][1].numpy())
     assert np.array_equal(mass[0], mass[1]) and not np.array_equal(mass[0], mass[2])

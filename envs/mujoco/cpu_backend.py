@@ -30,8 +30,10 @@ def default_threads() -> int:
 
 def has_batch() -> bool:
     """Whether this MuJoCo has `mujoco.batch` (4.0 and later)."""
+    if int(mujoco.__version__.split(".")[0]) < 4:
+        return False
     try:
-        import mujoco.batch  # noqa: F401
+        from mujoco import batch  # noqa: F401
     except ImportError:
         return False
     return True
