@@ -28,6 +28,8 @@ def main() -> None:
     p.add_argument("--horizon", type=int, default=200)
     p.add_argument("--inner-lr", type=float, default=0.1)
     p.add_argument("--max-kl", type=float, default=0.01)
+    p.add_argument("--hvp", default="autograd", help="TRPO KL Hessian-vector product: autograd or gauss_newton")
+    p.add_argument("--hvp-task-fraction", type=float, default=1.0, help="fraction of tasks in the HVPs")
     p.add_argument("--backend", default="cpu")
     p.add_argument("--torch-threads", type=int, default=2, help="torch threads (the optimisation uses them)")
     p.add_argument("--seed", type=int, default=0)
@@ -52,7 +54,7 @@ def main() -> None:
                                hidden=(100, 100), generator=torch.Generator().manual_seed(args.seed))
     sampler = BatchedSampler(env, policy)
     algo = MAMLRL(policy, dict(policy.named_parameters()), inner_lr=args.inner_lr, outer="trpo",
-                  trpo=TRPOSettings(max_kl=args.max_kl))
+                  trpo=TRPOSettings(max_kl=args.max_kl, hvp=args.hvp, hvp_task_fraction=args.hvp_task_fraction))
     theta = algo.init_params()
     timing = {"sampling": 0.0}
 
@@ -81,7 +83,8 @@ def main() -> None:
     warm = rows[1:] or rows  # the first iteration pays one-off costs (vmap tracing, allocation)
     print(json.dumps({
         "env": args.env, "tasks": args.tasks, "episodes": args.episodes, "horizon": args.horizon,
-        "engine": type(env.engine).__name__, "iterations": len(rows),
+        "engine": type(env.engine).__name__, "iterations": len(rows), "hvp": args.hvp,
+        "hvp_task_fraction": args.hvp_task_fraction,
         "seconds_per_iteration": round(float(np.mean([r["seconds"] for r in warm])), 2),
         "sampling_s": round(float(np.mean([r["sampling_s"] for r in warm])), 2),
         "optimisation_s": round(float(np.mean([r["optimisation_s"] for r in warm])), 2),
