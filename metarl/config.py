@@ -55,7 +55,7 @@ class LearnerConfig:
     first_order: bool = False
     """Drop second-order terms of the meta-gradient (FOMAML). Off by default: MAML is second order."""
     learn_inner_lr: bool = False
-    """Learn one inner step size per parameter entry (Meta-SGD)."""
+    """Learn one inner step size per parameter entry (Meta-SGD; learned in log space, initialised at inner_lr)."""
     step_loss: Literal["last", "mean"] = "last"
     """Outer loss on the last inner step only, or the mean over all inner steps (multi-step loss)."""
     lstm_hidden: int = 20

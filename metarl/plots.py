@@ -20,7 +20,7 @@ def plot_adaptation_curve(ax, summary: dict[str, Any], metric: str) -> None:
     ax.set_ylabel(f"held-out query {metric}")
     ax.set_title(f"{summary['num_tasks']} held-out tasks, mean and 95% CI")
     ax.grid(alpha=0.3)
-    if metric == "loss":
+    if metric == "loss" and min(mean) > 0 and max(mean) / min(mean) > 20:
         ax.set_yscale("log")
 
 

@@ -106,9 +106,9 @@ def test_meta_sgd_learning_rate_gradient_matches_finite_differences():
     model, support, query = small_problem(tasks=2, k=4)
     learner = MAML(SupervisedObjective(model), parameters_of(model), inner_lr=0.05, inner_steps=2, learn_inner_lr=True)
     meta = learner.init_meta_params()
-    assert set(meta) == {"theta", "inner_lr"}
+    assert set(meta) == {"theta", "log_inner_lr"}
     grads = learner.meta_gradient(meta, support, query)[0]
-    assert flat({"lr": grads["inner_lr"]}).abs().max() > 0
+    assert flat({"lr": grads["log_inner_lr"]}).abs().max() > 0
     torch.testing.assert_close(flat(grads), fd_gradient(learner, meta, support, query), rtol=1e-6, atol=1e-8)
 
 

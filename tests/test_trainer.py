@@ -113,7 +113,8 @@ def test_reptile_and_meta_sgd_train_through_the_same_loop(tmp_path):
     cfg.learner.learn_inner_lr = True
     t = Trainer(cfg)
     t.run()
-    assert not torch.allclose(t.meta["inner_lr"]["0.weight"], torch.full_like(t.meta["inner_lr"]["0.weight"], 0.01))
+    lr = t.meta["log_inner_lr"]["0.weight"].exp()
+    assert not torch.allclose(lr, torch.full_like(lr, 0.01))
 
 
 def test_jsonl_metrics_are_written(tmp_path):

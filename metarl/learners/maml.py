@@ -8,9 +8,15 @@ For each task i (vmapped over the task batch):
 
 meta_loss = mean_i L_i. The inner gradient stays in the graph, so the meta-gradient is second order; with
 `first_order=True` it is detached (FOMAML): d phi_n / d theta is then taken as the identity.
+
+Meta-SGD learns log(alpha) per parameter entry (meta-parameter group "log_inner_lr"): the step sizes stay
+positive and the outer optimiser's updates are relative. Learned raw, Adam moves alpha = 0.01 by ~1e-3 per
+iteration (10%), and multi-step inner loops then cross their stability limit and diverge within a few
+hundred iterations.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -49,11 +55,13 @@ class MAML(MetaLearner):
     def init_meta_params(self) -> MetaParams:
         meta: MetaParams = {"theta": {k: v.clone() for k, v in self._init.items()}}
         if self.learn_inner_lr:
-            meta["inner_lr"] = {k: torch.full_like(v, self.inner_lr) for k, v in self._init.items()}
+            meta["log_inner_lr"] = {k: torch.full_like(v, math.log(self.inner_lr)) for k, v in self._init.items()}
         return meta
 
     def _lrs(self, meta: MetaParams) -> dict[str, Any]:
-        return meta["inner_lr"] if self.learn_inner_lr else {k: self.inner_lr for k in meta["theta"]}
+        if self.learn_inner_lr:
+            return {k: v.exp() for k, v in meta["log_inner_lr"].items()}
+        return {k: self.inner_lr for k in meta["theta"]}
 
     def _path_one(self, theta: Params, lrs: dict[str, Any], support: Any, steps: int) -> list[Params]:
         """Adaptation of ONE task: the parameters after 0..steps inner steps."""
