@@ -39,8 +39,14 @@ def conv3x3_nhwc(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> t
 
 
 def batch_norm_nhwc(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Batch norm over (B, H, W) with the batch's own (biased) statistics."""
-    return _nhwc(F.batch_norm(_nchw(x), None, None, weight, bias, training=True, eps=eps))
+    """Batch norm over (B, H, W) with the batch's own (biased) statistics, written out in elementary ops.
+
+    Not F.batch_norm: under vmap its second-order gradient is wrong in torch 2.13 (the MAML meta-gradient
+    then misses finite differences by a few percent; tests/test_convnet.py checks this one against them).
+    """
+    var, mean = torch.var_mean(x, dim=(0, 1, 2), correction=0)
+    scale = torch.rsqrt(var + eps) * weight
+    return (x - mean) * scale + bias
 
 
 def max_pool2_nhwc(x: torch.Tensor) -> torch.Tensor:
