@@ -67,7 +67,7 @@ class BatchedMujocoEnv(BatchedTaskEnv):
 
             kind = {"cpu": "auto", "cpu-batch": "batch", "cpu-threads": "threads"}[backend]
             self.engine = make_cpu_engine(self.robot, n, kind, num_threads)
-        m = self.engine.model if hasattr(self.engine, "model") else self.engine.base_model
+        m = self.engine.model  # the nominal MjModel: sizes, defaults, timestep
         self.nq, self.nv, self.nu, self.nbody = m.nq, m.nv, m.nu, m.nbody
         self.dt = m.opt.timestep * self.robot.frame_skip
         self.init_qpos, self.init_qvel = m.qpos0.copy(), np.zeros(m.nv)

@@ -94,8 +94,8 @@ class ThreadEngine:
     """N worlds as N MjData stepped by a pool of Python threads (mj_step releases the GIL)."""
 
     def __init__(self, model, nworld: int, frame_skip: int, nthread: int | None = None, need_cfrc: bool = False):
-        self.base_model, self.nworld, self.frame_skip, self.need_cfrc = model, nworld, frame_skip, need_cfrc
-        self.models = [model] * nworld
+        self.model, self.nworld, self.frame_skip, self.need_cfrc = model, nworld, frame_skip, need_cfrc
+        self.models = [model] * nworld  # one per world once set_world_fields gives them their own fields
         self.datas = [mujoco.MjData(model) for _ in range(nworld)]
         nthread = max(1, min(nthread or default_threads(), nworld))
         self.pool = ThreadPoolExecutor(nthread) if nthread > 1 else None
@@ -108,13 +108,17 @@ class ThreadEngine:
         self._active = np.ones(nworld, dtype=bool)
 
     def set_world_fields(self, fields: dict[str, np.ndarray]) -> None:
-        models = []
+        """Worlds with equal field values (the episodes of one task) share one MjModel copy."""
+        models, by_values = [], {}
         for i, d in enumerate(self.datas):
-            m = copy.copy(self.base_model)
-            for name, values in fields.items():
-                getattr(m, name)[:] = values[i]
-            mujoco.mj_setConst(m, d)
-            models.append(m)
+            key = b"".join(values[i].tobytes() for values in fields.values())
+            if key not in by_values:
+                m = copy.copy(self.model)
+                for name, values in fields.items():
+                    getattr(m, name)[:] = values[i]
+                mujoco.mj_setConst(m, d)  # uses d as scratch: reset() follows
+                by_values[key] = m
+            models.append(by_values[key])
         self.models = models
 
     def _read(self, i: int) -> None:
