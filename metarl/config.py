@@ -56,6 +56,8 @@ class LearnerConfig:
     """Drop second-order terms of the meta-gradient (FOMAML). Off by default: MAML is second order."""
     learn_inner_lr: bool = False
     """Learn one inner step size per parameter entry (Meta-SGD; learned in log space, initialised at inner_lr)."""
+    learn_step_scale: bool = False
+    """Learn one step-size multiplier per inner step (steps beyond inner_steps reuse the last one)."""
     step_loss: Literal["last", "mean"] = "last"
     """Outer loss on the last inner step only, or the mean over all inner steps (multi-step loss)."""
     lstm_hidden: int = 20
@@ -184,8 +186,8 @@ class Config:
                 raise ConfigError(f"{name} must be >= 0, got {value!r}")
         if any(h <= 0 for h in self.model.hidden):
             raise ConfigError(f"model.hidden widths must be positive, got {list(self.model.hidden)}")
-        if self.learner.algo == "reptile" and self.learner.learn_inner_lr:
-            raise ConfigError("learner.learn_inner_lr is not defined for reptile (no gradient flows to it)")
+        if self.learner.algo == "reptile" and (self.learner.learn_inner_lr or self.learner.learn_step_scale):
+            raise ConfigError("learned step sizes are not defined for reptile (no gradient flows to them)")
         return self
 
 

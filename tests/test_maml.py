@@ -112,6 +112,21 @@ def test_meta_sgd_learning_rate_gradient_matches_finite_differences():
     torch.testing.assert_close(flat(grads), fd_gradient(learner, meta, support, query), rtol=1e-6, atol=1e-8)
 
 
+def test_learned_step_scales_match_finite_differences_and_extend_past_training_steps():
+    model, support, query = small_problem(tasks=2, k=4)
+    learner = MAML(SupervisedObjective(model), parameters_of(model), inner_lr=0.05, inner_steps=2,
+                   learn_inner_lr=True, learn_step_scale=True, step_loss="mean")
+    meta = learner.init_meta_params()
+    meta["log_step_scale"]["steps"] = torch.tensor([0.3, -0.2])
+    grads = learner.meta_gradient(meta, support, query)[0]
+    torch.testing.assert_close(flat(grads), fd_gradient(learner, meta, support, query), rtol=1e-6, atol=1e-8)
+    # a third step (evaluation beyond training) reuses the last scale
+    path = learner.adapt_path(meta, support, 3)
+    g = torch.func.vmap(torch.func.grad(learner.objective.inner_loss))(path[2], support)
+    lr = {k: v.exp() * torch.exp(torch.tensor(-0.2)) for k, v in meta["log_inner_lr"].items()}
+    torch.testing.assert_close(path[3]["0.weight"], path[2]["0.weight"] - lr["0.weight"] * g["0.weight"])
+
+
 def test_multi_step_loss_averages_query_losses_over_steps():
     model, support, query = small_problem()
     init = parameters_of(model)

@@ -13,6 +13,10 @@ Meta-SGD learns log(alpha) per parameter entry (meta-parameter group "log_inner_
 positive and the outer optimiser's updates are relative. Learned raw, Adam moves alpha = 0.01 by ~1e-3 per
 iteration (10%), and multi-step inner loops then cross their stability limit and diverge within a few
 hundred iterations.
+
+With `learn_step_scale`, step s also multiplies its step sizes by exp(log_step_scale[s]) (one learned scalar
+per inner step; evaluation beyond the trained number of steps reuses the last one), so an early step can be
+long while later steps stay within the stability limit.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ class MAML(MetaLearner):
         first_order: bool = False,
         learn_inner_lr: bool = False,
         step_loss: StepLoss = "last",
+        learn_step_scale: bool = False,
     ):
         if inner_steps < 1:
             raise ValueError(f"inner_steps must be at least 1, got {inner_steps}")
@@ -51,26 +56,35 @@ class MAML(MetaLearner):
         self.first_order = bool(first_order)
         self.learn_inner_lr = bool(learn_inner_lr)
         self.step_loss = step_loss
+        self.learn_step_scale = bool(learn_step_scale)
 
     def init_meta_params(self) -> MetaParams:
         meta: MetaParams = {"theta": {k: v.clone() for k, v in self._init.items()}}
         if self.learn_inner_lr:
             meta["log_inner_lr"] = {k: torch.full_like(v, math.log(self.inner_lr)) for k, v in self._init.items()}
+        if self.learn_step_scale:
+            any_param = next(iter(self._init.values()))
+            meta["log_step_scale"] = {"steps": torch.zeros(self.inner_steps, dtype=any_param.dtype, device=any_param.device)}
         return meta
 
-    def _lrs(self, meta: MetaParams) -> dict[str, Any]:
+    def _lrs(self, meta: MetaParams) -> tuple[dict[str, Any], torch.Tensor | None]:
+        """Step sizes per parameter, and the per-step multipliers (None when not learned)."""
+        scales = meta["log_step_scale"]["steps"].exp() if self.learn_step_scale else None
         if self.learn_inner_lr:
-            return {k: v.exp() for k, v in meta["log_inner_lr"].items()}
-        return {k: self.inner_lr for k in meta["theta"]}
+            return {k: v.exp() for k, v in meta["log_inner_lr"].items()}, scales
+        return {k: self.inner_lr for k in meta["theta"]}, scales
 
-    def _path_one(self, theta: Params, lrs: dict[str, Any], support: Any, steps: int) -> list[Params]:
+    def _path_one(self, theta: Params, lrs: tuple[dict[str, Any], torch.Tensor | None], support: Any,
+                  steps: int) -> list[Params]:
         """Adaptation of ONE task: the parameters after 0..steps inner steps."""
+        lr, scales = lrs
         params, path = theta, [theta]
-        for _ in range(steps):
+        for s in range(steps):
             g = grad(self.objective.inner_loss)(params, support)
             if self.first_order:
                 g = {k: v.detach() for k, v in g.items()}
-            params = {k: params[k] - lrs[k] * g[k] for k in params}
+            scale = 1.0 if scales is None else scales[min(s, self.inner_steps - 1)]
+            params = {k: params[k] - (lr[k] * scale) * g[k] for k in params}
             path.append(params)
         return path
 
@@ -78,7 +92,7 @@ class MAML(MetaLearner):
         theta, lrs = meta["theta"], self._lrs(meta)
         return vmap(lambda s: self._path_one(theta, lrs, s, steps))(support)
 
-    def _task_loss(self, theta: Params, lrs: dict[str, Any], support: Any, query: Any) -> tuple[torch.Tensor, Metrics]:
+    def _task_loss(self, theta: Params, lrs: tuple[dict[str, Any], torch.Tensor | None], support: Any, query: Any) -> tuple[torch.Tensor, Metrics]:
         path = self._path_one(theta, lrs, support, self.inner_steps)
         if self.step_loss == "last":
             return self.objective.outer_loss(path[-1], query)
