@@ -1,0 +1,126 @@
+"""The LSTM meta-learner (Ravi & Larochelle, "Optimization as a model for few-shot learning", ICLR 2017).
+
+The learner's parameters are the cell state of an LSTM that runs over the adaptation steps, one coordinate
+at a time with weights shared by all coordinates. For each task (vmapped over the task batch), with all
+parameters flattened into one vector theta and t = 1..steps:
+
+    g_t, L_t = grad and value of L_support(theta_{t-1})
+    x_t      = [pre(g_t), pre(L_t)]                        (n, 4)   log/sign preprocessing, p = 10
+    h_t      = LSTM_1(x_t, h_{t-1})                        (n, H)   an ordinary coordinate-wise LSTM
+    f_t      = sigmoid(W_F [h_t, theta_{t-1}, f_{t-1}] + b_F)        learned forget gate
+    i_t      = sigmoid(W_I [h_t, theta_{t-1}, i_{t-1}] + b_I)        learned input gate ("learning rate")
+    theta_t  = f_t * theta_{t-1} - i_t * g_t                          cell update, candidate = -gradient
+
+theta_0 (= c_0) is the learned initialisation. meta_loss = mean over tasks of L_query(theta_steps).
+pre(x) = (log|x| / p, sign x) if |x| >= e^-p else (-1, e^p x)   (Andrychowicz et al. 2016, appendix A).
+
+Like the paper, gradients and losses fed to the meta-learner are treated as inputs (`first_order=True`,
+the default): the second derivatives of the learner's loss are dropped. Meta-parameters:
+{"theta": learner initialisation, "lstm": the meta-learner's weights}.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch.func import grad_and_value, vmap
+
+from metarl.learners.base import MetaLearner, MetaParams, Metrics, Objective, Params
+
+PREPROCESS_P = 10.0
+
+
+def preprocess(x: torch.Tensor, p: float = PREPROCESS_P) -> torch.Tensor:
+    """(..., ) -> (..., 2): magnitude (log scale, in [-1, ...)) and sign, linear near zero."""
+    big = x.abs() >= math.exp(-p)
+    magnitude = torch.where(big, torch.log(x.abs().clamp_min(math.exp(-p))) / p, torch.full_like(x, -1.0))
+    sign = torch.where(big, torch.sign(x), x * math.exp(p))
+    return torch.stack([magnitude, sign], dim=-1)
+
+
+class LSTMMetaLearner(MetaLearner):
+    """Ravi & Larochelle's coordinate-wise LSTM optimiser, on the shared MetaLearner interface."""
+
+    def __init__(self, objective: Objective, init_params: Params, inner_steps: int = 5, hidden_size: int = 20,
+                 first_order: bool = True, input_bias: tuple[float, float] = (-5.0, -4.0),
+                 forget_bias: tuple[float, float] = (4.0, 6.0), seed: int = 0):
+        if inner_steps < 1:
+            raise ValueError(f"inner_steps must be at least 1, got {inner_steps}")
+        if hidden_size < 1:
+            raise ValueError(f"hidden_size must be at least 1, got {hidden_size}")
+        self.objective = objective
+        self._init = {k: v.detach().clone() for k, v in init_params.items()}
+        self.inner_steps = int(inner_steps)
+        self.hidden_size = int(hidden_size)
+        self.first_order = bool(first_order)
+        self.input_bias, self.forget_bias = input_bias, forget_bias
+        self.seed = seed
+        self._shapes = {k: v.shape for k, v in self._init.items()}
+
+    def init_meta_params(self) -> MetaParams:
+        ref = next(iter(self._init.values()))
+        g = torch.Generator().manual_seed(self.seed)
+        h = self.hidden_size
+
+        def u(shape, lo, hi):
+            return (lo + (hi - lo) * torch.rand(shape, generator=g, dtype=torch.float64)).to(ref)
+
+        lstm = {
+            # first layer: an ordinary LSTM over the 4 preprocessed inputs; gate order i, f, g, o
+            "w_x": u((4 * h, 4), -0.01, 0.01),
+            "w_h": u((4 * h, h), -0.01, 0.01),
+            "b": torch.zeros(4 * h).to(ref),
+            # second layer: the gates that update the learner's parameters; inputs [h, theta, previous gate]
+            "w_f": u((h + 2,), -0.01, 0.01),
+            "b_f": u((1,), *self.forget_bias),  # forget gate starts near 1: keep theta
+            "w_i": u((h + 2,), -0.01, 0.01),
+            "b_i": u((1,), *self.input_bias),  # input gate starts near 0.01: a small learning rate
+        }
+        return {"theta": {k: v.clone() for k, v in self._init.items()}, "lstm": lstm}
+
+    def _flat(self, params: Params) -> torch.Tensor:
+        return torch.cat([params[k].reshape(-1) for k in self._shapes])
+
+    def _unflat(self, flat: torch.Tensor) -> Params:
+        out, i = {}, 0
+        for k, shape in self._shapes.items():
+            n = shape.numel()
+            out[k] = flat[i : i + n].reshape(shape)
+            i += n
+        return out
+
+    def _path_one(self, meta: MetaParams, support: Any, steps: int) -> list[Params]:
+        """Adaptation of ONE task: the parameters after 0..steps steps of the LSTM optimiser."""
+        w = meta["lstm"]
+        hs = self.hidden_size
+        theta = self._flat(meta["theta"])
+        n = theta.shape[0]
+        h = c = theta.new_zeros(n, hs)
+        f = i = theta.new_zeros(n)
+        path = [meta["theta"]]
+        loss_fn = lambda flat: self.objective.inner_loss(self._unflat(flat), support)  # noqa: E731
+        for _ in range(steps):
+            g, loss = grad_and_value(loss_fn)(theta)
+            if self.first_order:
+                g, loss = g.detach(), loss.detach()
+            x = torch.cat([preprocess(g), preprocess(loss).expand(n, 2)], dim=-1)
+            gates = x @ w["w_x"].T + h @ w["w_h"].T + w["b"]
+            gi, gf, gg, go = gates.split(hs, dim=-1)
+            c = torch.sigmoid(gf) * c + torch.sigmoid(gi) * torch.tanh(gg)
+            h = torch.sigmoid(go) * torch.tanh(c)
+            f = torch.sigmoid(h @ w["w_f"][:hs] + theta * w["w_f"][hs] + f * w["w_f"][hs + 1] + w["b_f"])
+            i = torch.sigmoid(h @ w["w_i"][:hs] + theta * w["w_i"][hs] + i * w["w_i"][hs + 1] + w["b_i"])
+            theta = f * theta - i * g
+            path.append(self._unflat(theta))
+        return path
+
+    def adapt_path(self, meta: MetaParams, support: Any, steps: int) -> list[Params]:
+        return vmap(lambda s: self._path_one(meta, s, steps))(support)
+
+    def meta_loss(self, meta: MetaParams, support: Any, query: Any) -> tuple[torch.Tensor, Metrics]:
+        def one(s, q):
+            return self.objective.outer_loss(self._path_one(meta, s, self.inner_steps)[-1], q)
+
+        losses, metrics = vmap(one)(support, query)
+        return losses.mean(), {k: v.mean() for k, v in metrics.items()}
