@@ -52,6 +52,17 @@ def test_sampler_same_generator_seed_same_rollouts():
     assert torch.allclose(gaussian_log_prob(mean, log_std, a.actions), a.log_probs, atol=1e-5)
 
 
+def test_shared_params_give_the_same_rollouts_as_per_task_copies():
+    policy = GaussianMLPPolicy(2, 2, hidden=(8,), generator=torch.Generator().manual_seed(0))
+    shared = parameters_of(policy)
+    per_task = {k: v.expand(3, *v.shape) for k, v in shared.items()}
+    s = BatchedSampler(BatchedNavigation2D(3, 2, horizon=12), policy)
+    tasks = {"goal": torch.tensor([[0.3, 0.3], [-0.2, 0.0], [0.1, -0.4]])}
+    a = s.collect(shared, tasks, torch.Generator().manual_seed(1))
+    b = s.collect(per_task, tasks, torch.Generator().manual_seed(1))
+    assert torch.allclose(a.obs, b.obs, atol=1e-6) and torch.allclose(a.log_probs, b.log_probs, atol=1e-5)
+
+
 def test_discounted_returns_and_gae_by_hand():
     r = torch.tensor([[1.0, 2.0, 3.0, 0.0]])
     m = torch.tensor([[1.0, 1.0, 1.0, 0.0]])  # terminated after the third step

@@ -132,7 +132,7 @@ def nav_setup(seed=0, T=4, E=6, H=20, **kw):
 def test_importance_ratio_is_exactly_one_before_the_first_update():
     algo, collect, T, last = nav_setup()
     theta = algo.init_params()
-    support, _ = collect(expand_params(theta, T))
+    support, _ = collect(theta)
     phi = adapt_per_task(algo.objective, expand_params(theta, T), support, algo.inner_lr)
     query, _ = collect(phi)
     q = algo.with_old_policy(theta, support, query)
@@ -147,7 +147,7 @@ def test_importance_ratio_is_exactly_one_before_the_first_update():
 def test_trpo_step_respects_the_kl_bound_and_improves(max_kl):
     algo, collect, T, _ = nav_setup(trpo=TRPOSettings(max_kl=max_kl))
     theta = algo.init_params()
-    support, _ = collect(expand_params(theta, T))
+    support, _ = collect(theta)
     query, _ = collect(adapt_per_task(algo.objective, expand_params(theta, T), support, algo.inner_lr))
     q = algo.with_old_policy(theta, support, query)
     new, info = trpo_step(theta, lambda t: algo.loss_and_kl(t, support, q), algo.trpo)
@@ -186,7 +186,7 @@ def test_same_seed_same_returns(outer):
 def test_ppo_outer_step_lowers_the_surrogate():
     algo, collect, T, _ = nav_setup(outer="ppo", ppo_lr=1e-3)
     theta = algo.init_params()
-    support, _ = collect(expand_params(theta, T))
+    support, _ = collect(theta)
     query, _ = collect(adapt_per_task(algo.objective, expand_params(theta, T), support, algo.inner_lr))
     new, info = algo.outer_step(theta, support, query)
     q = algo.with_old_policy(theta, support, query)
@@ -200,8 +200,8 @@ def test_reptile_rl_moves_theta_towards_the_adapted_params():
     # epsilon = 1: theta becomes the mean of the adapted parameters, replayed here with the same generator
     algo2, collect2, _, _ = nav_setup()
     phi = expand_params(theta, T)
-    for _ in range(2):
-        data, _ = collect2(phi)
+    for step in range(2):
+        data, _ = collect2(theta if step == 0 else phi)
         phi = adapt_per_task(rep.objective, phi, data, 0.1)
     new, m = rep.iteration(theta, T, collect)
     assert all(torch.allclose(new[k], phi[k].mean(0)) for k in new)

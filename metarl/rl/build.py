@@ -37,7 +37,7 @@ def build_rl(cfg: RLConfig) -> RLRun:
     act_dim = int(probe.single_action_space.shape[0])
     gen = torch.Generator().manual_seed(cfg.seed)
     policy = GaussianMLPPolicy(obs_dim, act_dim, cfg.policy.hidden, cfg.policy.activation, cfg.policy.init_std,
-                               generator=gen).to(device)
+                               generator=gen, last_layer_scale=cfg.policy.last_layer_scale).to(device)
     init = parameters_of(policy)
     a = cfg.algo
     if a.algo in ("maml_trpo", "maml_ppo"):

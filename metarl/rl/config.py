@@ -31,6 +31,8 @@ class PolicyConfig:
     """Hidden nonlinearity."""
     init_std: float = 1.0
     """Initial standard deviation of the Gaussian (state independent, learned)."""
+    last_layer_scale: float = 1.0
+    """Multiplies the initial weights and bias of the mean's output layer (e.g. 0.01: initial mean near 0)."""
 
 
 @dataclass
@@ -139,6 +141,7 @@ class RLConfig:
         positive = {
             "env.episodes_per_task": self.env.episodes_per_task,
             "policy.init_std": self.policy.init_std,
+            "policy.last_layer_scale": self.policy.last_layer_scale,
             "algo.inner_lr": self.algo.inner_lr,
             "algo.inner_steps": self.algo.inner_steps,
             "algo.max_kl": self.algo.max_kl,

@@ -135,7 +135,7 @@ class MAMLRL:
         return {k: v.detach() for k, v in th.items()}, info
 
     def iteration(self, theta: Params, num_tasks: int, collect: Collect) -> tuple[Params, dict[str, float]]:
-        support, ret_pre = collect(expand_params(theta, num_tasks))
+        support, ret_pre = collect(theta)  # shared params: one plain policy call per step
         phi = adapt_per_task(self.objective, expand_params(theta, num_tasks), support, self.inner_lr)
         query, ret_post = collect(phi)
         theta, info = self.outer_step(theta, support, query)

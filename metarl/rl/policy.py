@@ -22,7 +22,7 @@ class GaussianMLPPolicy(nn.Module):
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (100, 100), activation: str = "relu",
-                 init_std: float = 1.0, generator: torch.Generator | None = None):
+                 init_std: float = 1.0, generator: torch.Generator | None = None, last_layer_scale: float = 1.0):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}: expected one of {', '.join(_ACTIVATIONS)}")
@@ -38,21 +38,38 @@ class GaussianMLPPolicy(nn.Module):
         self.obs_dim, self.act_dim = obs_dim, act_dim
         if generator is not None:
             reinit_(self, generator)
+        if last_layer_scale != 1.0:  # a near-zero initial mean: the first policy stays put instead of drifting
+            with torch.no_grad():
+                self.mean[-1].weight.mul_(last_layer_scale)
+                self.mean[-1].bias.mul_(last_layer_scale)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, log_std), each shaped like obs[..., :act_dim]."""
         mean = self.mean(obs)
         return mean, self.log_std.expand_as(mean)
 
+    def apply_params(self, params: Params, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward() as a pure function of a parameter dict: what functional_call computes, without its
+        per-call module bookkeeping (it dominates a rollout step on CPU)."""
+        h = obs
+        n = len(self.mean)
+        for i in range(0, n, 2):
+            h = torch.nn.functional.linear(h, params[f"mean.{i}.weight"], params[f"mean.{i}.bias"])
+            if i + 1 < n:
+                h = self.mean[i + 1](h)
+        return h, params["log_std"].expand_as(h)
+
 
 def policy_outputs(policy: nn.Module, params: Params, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, log_std) of ONE parameter set on obs of any leading shape."""
+    if isinstance(policy, GaussianMLPPolicy):
+        return policy.apply_params(params, obs)
     return functional_call(policy, params, (obs,))
 
 
 def batched_policy_outputs(policy: nn.Module, params: Params, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-task parameters (leading dim T) on per-task observations (T, ...): one vmapped call."""
-    return vmap(lambda p, o: functional_call(policy, p, (o,)))(params, obs)
+    return vmap(lambda p, o: policy_outputs(policy, p, o))(params, obs)
 
 
 def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

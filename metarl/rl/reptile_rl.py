@@ -29,8 +29,8 @@ class ReptileRL:
     def iteration(self, theta: Params, num_tasks: int, collect: Collect) -> tuple[Params, dict[str, float]]:
         phi = expand_params(theta, num_tasks)
         returns = []
-        for _ in range(self.inner_steps):
-            data, ret = collect(phi)
+        for step in range(self.inner_steps):
+            data, ret = collect(theta if step == 0 else phi)
             returns.append(ret)
             phi = adapt_per_task(self.objective, phi, data, self.inner_lr)
         with torch.no_grad():

@@ -13,7 +13,7 @@ from torch import nn
 
 from envs.base import TaskBatch
 from envs.batched import BatchedTaskEnv
-from metarl.rl.policy import Params, batched_policy_outputs, gaussian_log_prob
+from metarl.rl.policy import Params, batched_policy_outputs, gaussian_log_prob, policy_outputs
 
 
 @dataclass
@@ -37,11 +37,18 @@ class Rollouts:
 
 
 class BatchedSampler:
-    """Collects `Rollouts` from a `BatchedTaskEnv` with a Gaussian policy given as per-task parameters."""
+    """Collects `Rollouts` from a `BatchedTaskEnv` with a Gaussian policy.
 
-    def __init__(self, env: BatchedTaskEnv, policy: nn.Module):
+    `params` are per-task (leading dim T: one vmapped policy call per step) or shared by all tasks (the
+    module's own shapes: one plain call on all T * E observations, a single large matmul). `compile=True`
+    compiles the per-step action function with torch.compile (worth it for long collections on CPU).
+    """
+
+    def __init__(self, env: BatchedTaskEnv, policy: nn.Module, compile: bool = False):
         self.env = env
         self.policy = policy
+        self._shapes = {k: v.shape for k, v in policy.named_parameters()}
+        self._act_fn = torch.compile(_act, dynamic=False) if compile else _act
         T, E, H, N = env.num_tasks, env.episodes_per_task, env.horizon, env.num_envs
         self.obs_dim = int(env.single_observation_space.shape[0])
         self.act_dim = int(env.single_action_space.shape[0])
@@ -55,26 +62,32 @@ class BatchedSampler:
 
     @torch.no_grad()
     def collect(self, params: Params, tasks: TaskBatch, generator: torch.Generator, deterministic: bool = False) -> Rollouts:
-        """Roll out every sub-env for H steps; `params` has leading dim T (one parameter set per task)."""
+        """Roll out every sub-env for H steps; `params` per task (leading dim T) or shared by all tasks."""
         env = self.env
         T, E, H, N = env.num_tasks, env.episodes_per_task, env.horizon, env.num_envs
         params = {k: v.detach() for k, v in params.items()}
+        shared = all(params[k].shape == shape for k, shape in self._shapes.items())
         obs, _ = env.reset(options={"tasks": tasks})
         alive = torch.ones(N, device=env.device, dtype=self._mask.dtype)
+        scale = 0.0 if deterministic else 1.0
+        # all the noise in one call; log-probs after the loop in one call: fewer ops per step
+        noise = torch.randn((H, N, self.act_dim), generator=generator, device=obs.device, dtype=obs.dtype)
         for t in range(H):
-            mean, log_std = batched_policy_outputs(self.policy, params, obs.view(T, E, self.obs_dim))
-            if deterministic:
-                action = mean
-            else:
-                noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-                action = mean + torch.exp(log_std) * noise
+            o = obs if shared else obs.view(T, E, self.obs_dim)
+            n = noise[t] if shared else noise[t].view(T, E, self.act_dim)
             self._obs[t] = obs
-            self._act[t] = action.view(N, self.act_dim)
-            self._logp[t] = gaussian_log_prob(mean, log_std, action).view(N)
+            self._act[t] = self._act_fn(self.policy, params, o, n, scale, shared).view(N, self.act_dim)
             self._mask[t] = alive
             obs, reward, terminated, _, _ = env.step(self._act[t])
             self._rew[t] = reward
             alive = (~terminated).to(alive.dtype)
+        obs_all, act_all = self._obs.view(H, T, E, self.obs_dim), self._act.view(H, T, E, self.act_dim)
+        if shared:
+            mean, log_std = policy_outputs(self.policy, params, obs_all)
+        else:  # (T, H*E, d) per task
+            mean, log_std = batched_policy_outputs(self.policy, params, obs_all.movedim(0, 1).reshape(T, H * E, -1))
+            mean, log_std = (x.view(T, H, E, -1).movedim(1, 0) for x in (mean, log_std))
+        self._logp.copy_(gaussian_log_prob(mean, log_std, act_all).view(H, N))
 
         def tasks_first(buf: torch.Tensor) -> torch.Tensor:  # (H, T*E, ...) -> (T, E, H, ...)
             return buf.view(H, T, E, *buf.shape[2:]).movedim(0, 2).clone()
@@ -86,3 +99,12 @@ class BatchedSampler:
             mask=tasks_first(self._mask),
             log_probs=tasks_first(self._logp),
         )
+
+
+def _act(policy: nn.Module, params: Params, obs: torch.Tensor, noise: torch.Tensor, scale: float, shared: bool):
+    """Actions mean + scale * std * noise for shared or per-task params."""
+    if shared:
+        mean, log_std = policy_outputs(policy, params, obs)
+    else:
+        mean, log_std = batched_policy_outputs(policy, params, obs)
+    return mean + scale * torch.exp(log_std) * noise
