@@ -8,7 +8,8 @@ Layout: activations are kept channels-last (B, H, W, C); torch's conv2d / batch_
 NCHW views in channels-last memory, which oneDNN runs fastest on CPU. Vmapped over tasks with per-task
 weights, conv2d becomes one grouped convolution. Measured alternatives (single thread, CPU seconds of one
 second-order meta-gradient of 8 tasks; a per-task autograd loop took 1.34 s): im2col (9 shifted views
-concatenated) + batched matmul 5.2 s, shifted-row matmuls 3.8 s, these native ops 2.0 s. The copies of the
+concatenated) + batched matmul 5.2 s, shifted-row matmuls 3.8 s, these native ops 2.2 s (a contiguous
+NCHW layout: 2.3 s). The copies of the
 im2col columns cost more than the matmuls save.
 
 Batch norm uses the statistics of the batch it is given, in training and at test time alike (no running
@@ -39,14 +40,16 @@ def conv3x3_nhwc(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> t
 
 
 def batch_norm_nhwc(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Batch norm over (B, H, W) with the batch's own (biased) statistics, written out in elementary ops.
+    """Batch norm over (B, H, W) with the batch's own (biased) statistics.
 
-    Not F.batch_norm: under vmap its second-order gradient is wrong in torch 2.13 (the MAML meta-gradient
-    then misses finite differences by a few percent; tests/test_convnet.py checks this one against them).
+    Normalised by F.batch_norm WITHOUT its affine weight and bias, which are applied after with addcmul:
+    vmapped with per-task weight and bias, F.batch_norm's second-order gradient is wrong in torch 2.13 (the
+    MAML meta-gradient then misses finite differences by a few percent), while the normalisation alone is
+    right (tests/test_convnet.py checks the meta-gradient against a per-task loop and finite differences).
+    It is also faster than writing the statistics out (2.2 s vs 3.0 s in the measurement above).
     """
-    var, mean = torch.var_mean(x, dim=(0, 1, 2), correction=0)
-    scale = torch.rsqrt(var + eps) * weight
-    return (x - mean) * scale + bias
+    x_hat = _nhwc(F.batch_norm(_nchw(x), None, None, None, None, training=True, eps=eps))
+    return torch.addcmul(bias, x_hat, weight)
 
 
 def max_pool2_nhwc(x: torch.Tensor) -> torch.Tensor:
