@@ -60,6 +60,8 @@ class LearnerConfig:
     """Learn one step-size multiplier per inner step (steps beyond inner_steps reuse the last one)."""
     step_loss: Literal["last", "mean"] = "last"
     """Outer loss on the last inner step only, or the mean over all inner steps (multi-step loss)."""
+    step_loss_weights: tuple[float, ...] = ()
+    """Weights of the query losses after inner steps 1..inner_steps (normalised); overrides step_loss."""
     lstm_hidden: int = 20
     """Hidden size of the LSTM meta-learner's first (coordinate-wise) LSTM (lstm only)."""
 

@@ -135,6 +135,12 @@ def test_multi_step_loss_averages_query_losses_over_steps():
     expected = torch.stack([MAML(SupervisedObjective(model), init, inner_lr=0.1, inner_steps=s)
                             .meta_loss(meta, support, query)[0] for s in (1, 2, 3)]).mean()
     torch.testing.assert_close(mean_learner.meta_loss(meta, support, query)[0], expected)
+    weighted = MAML(SupervisedObjective(model), init, inner_lr=0.1, inner_steps=2, step_loss_weights=(3.0, 1.0))
+    one, two = (MAML(SupervisedObjective(model), init, inner_lr=0.1, inner_steps=s).meta_loss(meta, support, query)[0]
+                for s in (1, 2))
+    torch.testing.assert_close(weighted.meta_loss(meta, support, query)[0], 0.75 * one + 0.25 * two)
+    with pytest.raises(ValueError, match="step_loss_weights"):
+        MAML(SupervisedObjective(model), init, inner_steps=2, step_loss_weights=(1.0,))
 
 
 class Quadratic:

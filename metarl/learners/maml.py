@@ -4,7 +4,8 @@ For each task i (vmapped over the task batch):
 
     phi_0 = theta
     phi_{s+1} = phi_s - alpha * grad L_support(phi_s)       alpha: a float, or learned per parameter (Meta-SGD)
-    L_i = L_query(phi_n)                                   ("last"), or mean_s L_query(phi_s), s = 1..n ("mean")
+    L_i = L_query(phi_n)                                   ("last"), or mean_s L_query(phi_s), s = 1..n ("mean"),
+                                                           or sum_s w_s L_query(phi_s) (step_loss_weights)
 
 meta_loss = mean_i L_i. The inner gradient stays in the graph, so the meta-gradient is second order; with
 `first_order=True` it is detached (FOMAML): d phi_n / d theta is then taken as the identity.
@@ -42,6 +43,7 @@ class MAML(MetaLearner):
         learn_inner_lr: bool = False,
         step_loss: StepLoss = "last",
         learn_step_scale: bool = False,
+        step_loss_weights: tuple[float, ...] = (),
     ):
         if inner_steps < 1:
             raise ValueError(f"inner_steps must be at least 1, got {inner_steps}")
@@ -57,6 +59,16 @@ class MAML(MetaLearner):
         self.learn_inner_lr = bool(learn_inner_lr)
         self.step_loss = step_loss
         self.learn_step_scale = bool(learn_step_scale)
+        if step_loss_weights:
+            if len(step_loss_weights) != inner_steps or min(step_loss_weights) < 0 or sum(step_loss_weights) <= 0:
+                raise ValueError(f"step_loss_weights needs {inner_steps} non-negative weights with a positive sum, "
+                                 f"got {list(step_loss_weights)}")
+        elif step_loss == "mean":
+            step_loss_weights = (1.0,) * inner_steps
+        else:
+            step_loss_weights = (0.0,) * (inner_steps - 1) + (1.0,)
+        total = sum(step_loss_weights)
+        self.step_loss_weights = tuple(w / total for w in step_loss_weights)
 
     def init_meta_params(self) -> MetaParams:
         meta: MetaParams = {"theta": {k: v.clone() for k, v in self._init.items()}}
@@ -94,11 +106,14 @@ class MAML(MetaLearner):
 
     def _task_loss(self, theta: Params, lrs: tuple[dict[str, Any], torch.Tensor | None], support: Any, query: Any) -> tuple[torch.Tensor, Metrics]:
         path = self._path_one(theta, lrs, support, self.inner_steps)
-        if self.step_loss == "last":
+        if self.step_loss_weights[-1] == 1.0:
             return self.objective.outer_loss(path[-1], query)
-        outs = [self.objective.outer_loss(p, query) for p in path[1:]]
-        loss = torch.stack([o[0] for o in outs]).mean()
-        return loss, outs[-1][1]
+        loss, metrics = 0.0, {}
+        for w, p in zip(self.step_loss_weights, path[1:]):
+            if w > 0 or p is path[-1]:
+                step_loss, metrics = self.objective.outer_loss(p, query)
+                loss = loss + w * step_loss
+        return loss, metrics
 
     def meta_loss(self, meta: MetaParams, support: Any, query: Any) -> tuple[torch.Tensor, Metrics]:
         theta, lrs = meta["theta"], self._lrs(meta)
