@@ -98,24 +98,11 @@ def bench_sync(args, names, steps: int) -> float:
 
 
 def bench_ceiling(env, args) -> float:
-    engine, n = env.engine, env.num_envs
-    rng = np.random.default_rng(args.seed)
-    ctrl = rng.standard_normal((args.horizon, n, env.nu))
-    qpos = np.tile(env.init_qpos, (n, 1)) + rng.uniform(-0.1, 0.1, (n, env.nq))
-    qvel = np.zeros((n, env.nv))
-    on_gpu = env.backend == "warp"
-    if on_gpu:  # the warp engine takes torch tensors on its device
-        ctrl, qpos, qvel = (torch.as_tensor(x, dtype=torch.float32, device=env.device) for x in (ctrl, qpos, qvel))
-    engine.reset(qpos, qvel)
-    engine.step(ctrl[0])
-    t0 = time.perf_counter()
-    for t in range(args.horizon):
-        engine.step(ctrl[t])
-    if on_gpu:
-        torch.cuda.synchronize(env.device)
-    dt = time.perf_counter() - t0
-    print(f"ceiling ({type(engine).__name__}, open loop): {n} worlds x {args.horizon} steps in {dt:.2f} s")
-    return n * args.horizon / dt
+    from envs.mujoco.ceiling import raw_step_rate
+
+    rate = raw_step_rate(env, args.horizon, args.seed)
+    print(f"ceiling ({type(env.engine).__name__}, open loop): {rate:,.0f} env-steps/s")
+    return rate
 
 
 def main() -> None:

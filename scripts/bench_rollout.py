@@ -31,6 +31,7 @@ from metarl.rl.sampler import BatchedSampler  # noqa: E402
 # name -> (batched env name in envs.batched_registry, single env id, horizon); other families add a row
 BENCH_ENVS: dict[str, tuple[str, str, int]] = {
     "Navigation2D": ("Navigation2D", "metarl/Navigation2D-v0", 100),
+    "HalfCheetahVel": ("HalfCheetahVel", "metarl/HalfCheetahVel-v0", 200),
 }
 
 
@@ -83,7 +84,7 @@ def bench_sync_vector_env(single_id, tasks, T, E, H, policy, params) -> tuple[fl
     t0 = time.perf_counter()
     with torch.no_grad():
         for _ in range(H):
-            mean, log_std = torch.func.functional_call(policy, params, (torch.as_tensor(obs),))
+            mean, log_std = torch.func.functional_call(policy, params, (torch.as_tensor(obs, dtype=torch.float32),))
             action = mean + torch.exp(log_std) * torch.randn(mean.shape, generator=gen)
             obs, _, _, _, _ = venv.step(action.numpy())
             steps += T * E
@@ -143,6 +144,13 @@ def main() -> None:
         "sync_env_only_steps_per_s": round(n / sync_env_only_s),
         "env_only_speedup": round(sync_env_only_s / env_only_s, 2),
     }
+    ceiling_env = make_batched_env(batched_name, T, E, H)
+    if hasattr(ceiling_env, "engine"):  # MuJoCo envs: the raw threaded mj_step rate, open loop, same worlds
+        from envs.mujoco.ceiling import raw_step_rate
+
+        ceiling = raw_step_rate(ceiling_env, H)
+        print(f"raw threaded mj_step ceiling: {ceiling:,.0f} steps/s", flush=True)
+        out.update(ceiling_steps_per_s=round(ceiling), fraction_of_ceiling=round((n / best_s) / ceiling, 3))
     print(json.dumps(out))
 
 
