@@ -43,3 +43,42 @@ def save_figure(fig, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _mosaic(images: torch.Tensor, cols: int, border: torch.Tensor | None = None) -> torch.Tensor:
+    """(n, 1, h, w) images in [0, 1] -> one RGB mosaic (rows * (h + 4), cols * (w + 4), 3);
+    `border` (n, 3) colours a 2-pixel frame around each image."""
+    n, _, h, w = images.shape
+    rows = (n + cols - 1) // cols
+    out = torch.ones(rows * (h + 4), cols * (w + 4), 3)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        y, x = r * (h + 4), c * (w + 4)
+        if border is not None:
+            out[y : y + h + 4, x : x + w + 4] = border[i]
+        out[y + 2 : y + 2 + h, x + 2 : x + 2 + w] = images[i, 0, :, :, None].expand(h, w, 3)
+    return out
+
+
+def plot_classification_episode(fig, support, query, pred: torch.Tensor, steps: int, max_query: int = 30) -> None:
+    """Support set (one row per class, label on the left) and query images framed green when the adapted
+    learner's prediction is right, red when wrong. Arguments hold one task: support = (x (1, N*K, 1, h, w),
+    y (1, N*K)), query likewise, pred (N*Q,)."""
+    sx, sy = support[0][0].float().cpu(), support[1][0].cpu()
+    qx, qy = query[0][0].float().cpu(), query[1][0].cpu()
+    norm = lambda x: (x - x.amin()) / (x.amax() - x.amin() + 1e-8)  # noqa: E731
+    ways = int(sy.max()) + 1
+    order = torch.argsort(sy, stable=True)
+    shots = sx.shape[0] // ways
+    ax = fig.add_subplot(1, 3, 2)
+    ax.imshow(_mosaic(norm(sx[order]), cols=shots).numpy())
+    ax.set_yticks([(i + 0.5) * (sx.shape[-2] + 4) for i in range(ways)], [f"class {i}" for i in range(ways)])
+    ax.set_xticks([])
+    ax.set_title(f"support set ({ways}-way {shots}-shot)")
+    q = min(max_query, qx.shape[0])
+    right = (pred[:q].cpu() == qy[:q])
+    colours = torch.where(right[:, None], torch.tensor([0.1, 0.7, 0.2]), torch.tensor([0.9, 0.1, 0.1]))
+    ax = fig.add_subplot(1, 3, 3)
+    ax.imshow(_mosaic(norm(qx[:q]), cols=6, border=colours).numpy())
+    ax.axis("off")
+    ax.set_title(f"query after {steps} steps: {int(right.sum())}/{q} right (green)")
