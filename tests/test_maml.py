@@ -7,7 +7,15 @@ from metarl.learners import MAML, Reptile
 from metarl.models import MLP, parameters_of
 from metarl.objectives import SupervisedObjective
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    # Finite differences need float64; restore the default so other test modules keep float32.
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def small_problem(tasks=3, k=5, seed=0):
