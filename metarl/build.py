@@ -9,6 +9,7 @@ from metarl.errors import ConfigError
 from metarl.learners import MAML, MetaLearner, Reptile
 from metarl.models import MLP, parameters_of
 from metarl.objectives import SupervisedObjective
+from metarl.optim import FlatAdam, FlatSGD
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -43,7 +44,7 @@ def build_model(cfg: Config, dist: envs.SupervisedTaskDistribution, generator: t
     out_dim = getattr(dist, "output_dim", None) or getattr(dist, "ways")
     if cfg.model.arch == "mlp":
         in_dim = int(torch.Size(dist.input_shape).numel())
-        return MLP(in_dim, cfg.model.hidden, out_dim, generator=generator)
+        return MLP(in_dim, cfg.model.hidden, out_dim, generator=generator, input_scale=cfg.model.input_scale)
     from metarl.convnet import ConvNet  # classification only
 
     return ConvNet(in_channels=dist.input_shape[0], ways=out_dim, channels=cfg.model.channels, generator=generator)
@@ -67,11 +68,6 @@ def build_learner(cfg: Config, model: torch.nn.Module, dist: envs.SupervisedTask
     raise ConfigError(f"unknown learner.algo {lc.algo!r}")
 
 
-def build_optimizer(cfg: Config, tensors: list[torch.Tensor]) -> torch.optim.Optimizer:
-    cls = torch.optim.Adam if cfg.train.optimizer == "adam" else torch.optim.SGD
-    try:
-        # One fused kernel for all tensors: the per-tensor path costs as much as the meta-gradient itself
-        # on small models. Same arithmetic, so runs stay reproducible.
-        return cls(tensors, lr=cfg.train.lr, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return cls(tensors, lr=cfg.train.lr)
+def build_optimizer(cfg: Config, flat_params: torch.Tensor) -> FlatAdam | FlatSGD:
+    """The outer optimiser over the flat meta-parameter vector (its lr is given at each step)."""
+    return FlatAdam(flat_params) if cfg.train.optimizer == "adam" else FlatSGD(flat_params)

@@ -40,6 +40,8 @@ class ModelConfig:
     """Learner network: mlp (regression) or conv (the MAML paper's 4-block conv net, classification)."""
     hidden: tuple[int, ...] = (40, 40)
     """Hidden layer widths of the mlp."""
+    input_scale: float = 1.0
+    """Fixed factor applied to the mlp's input (e.g. 0.2 maps sinusoid x in [-5, 5] to [-1, 1])."""
     channels: int = 64
     """Filters per conv block (conv only)."""
 
@@ -164,6 +166,7 @@ class Config:
             "learner.inner_lr": self.learner.inner_lr,
             "learner.lstm_hidden": self.learner.lstm_hidden,
             "model.channels": self.model.channels,
+            "model.input_scale": self.model.input_scale,
             "train.iterations": self.train.iterations,
             "train.meta_batch_size": self.train.meta_batch_size,
             "train.lr": self.train.lr,

@@ -122,7 +122,7 @@ class Evaluator:
         predict = torch.func.vmap(learner.objective.predict)
         with torch.no_grad():
             logits = predict(path[-1], ep.query[0])
-        plots.plot_classification_episode(fig, ep.support, ep.query, logits.argmax(-1), self.steps)
+        plots.plot_classification_episode(fig, ep.support, ep.query, logits.argmax(-1)[0], self.steps)
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -12,8 +12,9 @@ Params = dict[str, torch.Tensor]
 class MLP(nn.Sequential):
     """Fully connected network with ReLU hidden layers (the MAML paper's regressor is MLP(1, [40, 40], 1))."""
 
-    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, generator: torch.Generator | None = None):
-        layers: list[nn.Module] = []
+    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, generator: torch.Generator | None = None,
+                 input_scale: float = 1.0):
+        layers: list[nn.Module] = [Scale(input_scale)] if input_scale != 1.0 else []
         dims = [in_dim, *hidden]
         for a, b in zip(dims[:-1], dims[1:]):
             layers += [nn.Linear(a, b), nn.ReLU()]
@@ -21,6 +22,20 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
         if generator is not None:
             reinit_(self, generator)
+
+
+class Scale(nn.Module):
+    """Multiplies its input by a fixed constant (input normalisation; no parameters)."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"
 
 
 def reinit_(module: nn.Module, generator: torch.Generator) -> None:

@@ -2,11 +2,12 @@
 
     meta = learner.init_meta_params()                      # or restored from RUN_DIR/checkpoint.pt
     for it in start .. iterations-1:
-        episode = dist.sample_episode(B, K, Q, train_gen, "train")   # task parameters are data, resampled
+        episode = next meta-batch of B tasks from the "train" split   # task parameters are data, resampled
+                  (drawn S iterations at a time from a generator seeded by (seed, rank, it // S))
         grads, loss = learner.meta_gradient(meta, episode.support, episode.query)
         if loss or grads are not finite: stop; the last good checkpoint stays
         (torch.distributed: grads averaged over ranks, each rank with its own tasks)
-        optimizer.step(grads)                               # Adam / SGD; Reptile's interpolation is SGD
+        optimizer.step(grads, lr(it))                       # Adam / SGD; Reptile's interpolation is SGD
         every log_every:        log training metrics
         every eval_every:       held-out evaluation (train.eval_tasks test tasks, 0..eval.steps steps)
         every checkpoint_every: atomic checkpoint (meta-params, optimiser, schedule, RNG state, config)
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from envs.supervised import Episode
 from metarl import build, distributed
 from metarl.checkpoint import load_checkpoint, save_checkpoint
 from metarl.config import Config, to_dict
@@ -29,9 +31,14 @@ from metarl.errors import CheckpointError, ConfigError, NonFiniteLossError
 from metarl.evaluate import Evaluator, format_summary
 from metarl.learners.base import MetaParams, flat_tensors
 from metarl.logger import make_logger
+from metarl.optim import cosine_lr
 
 # Sections that must match between a checkpoint and the config that resumes it.
 _RESUME_MUST_MATCH = ("task", "model", "learner")
+# Training episodes are drawn for several iterations at once (one sampling call instead of S): at most
+# this many tensor elements per block, at most _MAX_BLOCK iterations.
+_BLOCK_ELEMENTS = 1 << 20
+_MAX_BLOCK = 64
 
 
 class Trainer:
@@ -45,18 +52,22 @@ class Trainer:
         init_gen = torch.Generator().manual_seed(cfg.seed)
         self.model = build.build_model(cfg, self.dist, init_gen)
         self.learner = build.build_learner(cfg, self.model, self.dist, self.device)
-        self.meta: MetaParams = self.learner.init_meta_params()
-        self.optimizer = build.build_optimizer(cfg, flat_tensors(self.meta))
-        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.train.iterations)
-                          if cfg.train.lr_decay == "cosine" else None)
-        # The training task stream: its own generator, offset per rank so ranks see different tasks.
-        self.train_gen = torch.Generator().manual_seed(cfg.seed * 7919 + 1 + self.rank)
+        # All meta-parameters live in one flat vector; self.meta holds views of it by group and name. The
+        # outer optimiser updates the vector with a few tensor ops, and the compiled meta-gradient takes one
+        # tensor instead of a dict (fewer guards to check per call).
+        init = self.learner.init_meta_params()
+        self._layout = [(g, k, t.shape) for g, d in init.items() for k, t in d.items()]
+        self.flat = torch.cat([t.detach().reshape(-1) for t in flat_tensors(init)])
+        self.meta: MetaParams = self._unflatten(self.flat)
+        self.optimizer = build.build_optimizer(cfg, self.flat)
         self.iteration = 0
+        self._block: tuple[int, list] = (-1, [])
+        self.block_iterations = self._block_iterations()
         self.wandb_id: str | None = None
         self._console_write = console_write
-        self._meta_gradient = self.learner.meta_gradient
+        self._meta_gradient = self._flat_meta_gradient
         if cfg.train.compile:
-            self._meta_gradient = torch.compile(self.learner.meta_gradient, dynamic=False)
+            self._meta_gradient = torch.compile(self._flat_meta_gradient, dynamic=False, options=_compile_options())
 
     # ------------------------------------------------------------------ state
 
@@ -64,8 +75,6 @@ class Trainer:
         return {
             "meta_params": {g: {k: v.detach().cpu() for k, v in d.items()} for g, d in self.meta.items()},
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-            "train_generator": self.train_gen.get_state(),
             "iteration": self.iteration,
             "config": to_dict(self.cfg),
             "wandb_id": self.wandb_id,
@@ -83,9 +92,6 @@ class Trainer:
                 for k, v in d.items():
                     v.copy_(state["meta_params"][g][k].to(v))
             self.optimizer.load_state_dict(state["optimizer"])
-            if self.scheduler and state.get("scheduler"):
-                self.scheduler.load_state_dict(state["scheduler"])
-            self.train_gen.set_state(state["train_generator"])
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"checkpoint {self.checkpoint_path} does not match this run ({e})") from None
         self.iteration = int(state["iteration"])
@@ -102,32 +108,59 @@ class Trainer:
         e = self.cfg.eval
         return Evaluator(self.dist, num_tasks, e.k_support, e.k_query, e.steps, e.batch_size, e.seed, self.device)
 
-    def _episode(self):
+    def _block_iterations(self) -> int:
         t = self.cfg.task
-        ep = self.dist.sample_episode(self.cfg.train.meta_batch_size, t.k_support, t.k_query, self.train_gen, "train")
-        return ep.to(self.device)
+        probe = self.dist.sample_episode(1, t.k_support, t.k_query, torch.Generator().manual_seed(0), "train")
+        elements = sum(x.numel() for x in (*probe.support, *probe.query)) * self.cfg.train.meta_batch_size
+        return max(1, min(_MAX_BLOCK, _BLOCK_ELEMENTS // max(1, elements)))
+
+    def _episode(self) -> Episode:
+        """The training meta-batch of this iteration. A block of S iterations is drawn at once from a
+        generator seeded by (seed, rank, block index): the stream depends on nothing else, so a resumed run
+        sees the same tasks, and ranks see different ones."""
+        t, B, S = self.cfg.task, self.cfg.train.meta_batch_size, self.block_iterations
+        index, offset = divmod(self.iteration, S)
+        if self._block[0] != index:
+            gen = torch.Generator().manual_seed(((self.cfg.seed * 1_000_003 + self.rank) * 1_000_003 + index) % 2**63)
+            ep = self.dist.sample_episode(S * B, t.k_support, t.k_query, gen, "train").to(self.device)
+            self._block = (index, [_slice(ep, i * B, (i + 1) * B) for i in range(S)])
+        return self._block[1][offset]
+
+    def _unflatten(self, flat: torch.Tensor) -> MetaParams:
+        meta: MetaParams = {}
+        offset = 0
+        for g, k, shape in self._layout:
+            n = shape.numel()
+            meta.setdefault(g, {})[k] = flat[offset : offset + n].view(shape)
+            offset += n
+        return meta
+
+    def _flat_meta_gradient(self, flat: torch.Tensor, support, query):
+        grads, loss, metrics = self.learner.meta_gradient(self._unflatten(flat), support, query)
+        grad = torch.cat([g.reshape(-1) for g in flat_tensors(grads)])
+        return grad, loss, metrics, torch.linalg.vector_norm(grad)
+
+    def lr(self) -> float:
+        """The outer learning rate of the current iteration."""
+        tc = self.cfg.train
+        return cosine_lr(tc.lr, self.iteration, tc.iterations) if tc.lr_decay == "cosine" else tc.lr
 
     def step(self) -> dict[str, float]:
         """One outer iteration; raises NonFiniteLossError (nothing applied) on a NaN/inf loss or gradient."""
         ep = self._episode()
-        grads, loss, metrics = self._meta_gradient(self.meta, ep.support, ep.query)
-        grad_list = flat_tensors(grads)
+        grad, loss, metrics, grad_norm = self._meta_gradient(self.flat, ep.support, ep.query)
         if self.world > 1:
-            distributed.average_(grad_list)
+            distributed.average_([grad])
             loss = distributed.average_scalar(loss)
-        grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grad_list]))
+            grad_norm = torch.linalg.vector_norm(grad)
         loss_f, norm_f = float(loss), float(grad_norm)
         if not (math.isfinite(loss_f) and math.isfinite(norm_f)):
             kept = str(self.checkpoint_path) if self.checkpoint_path.exists() else None
             raise NonFiniteLossError(self.iteration, loss_f if not math.isfinite(loss_f) else norm_f, kept)
-        for p, g in zip(flat_tensors(self.meta), grad_list):
-            p.grad = g.detach()
-        if self.cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(flat_tensors(self.meta), self.cfg.train.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scheduler:
-            self.scheduler.step()
+        clip = self.cfg.train.grad_clip
+        if clip > 0 and norm_f > clip:  # clip_grad_norm_'s rule, with the norm already at hand
+            grad = grad * (clip / (norm_f + 1e-6))
+        self.optimizer.step(grad, self.lr())
         self.iteration += 1
         return {"train/meta_loss": loss_f, "train/grad_norm": norm_f, **{f"train/{k}": float(v) for k, v in metrics.items()}}
 
@@ -182,6 +215,19 @@ class Trainer:
         finally:
             bar.close()
             logger.close()
+
+
+def _compile_options() -> dict[str, Any]:
+    """Guard only on the input tensors: everything else the compiled meta-gradient reads (learner, model
+    structure, step sizes in the config) is fixed for a Trainer's lifetime, and checking it on every call costs
+    as much as a tenth of a small model's iteration. Older torch versions lack the filter and check it all."""
+    keep = getattr(torch.compiler, "keep_tensor_guards_unsafe", None)
+    return {"guard_filter_fn": keep} if keep is not None else {}
+
+
+def _slice(ep: Episode, lo: int, hi: int) -> Episode:
+    cut = lambda d: tuple(x[lo:hi] for x in d)  # noqa: E731
+    return Episode({k: v[lo:hi] for k, v in ep.tasks.items()}, cut(ep.support), cut(ep.query))
 
 
 def _eval_metrics(summary: dict[str, Any]) -> dict[str, float]:

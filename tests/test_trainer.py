@@ -32,12 +32,12 @@ def small_config(tmp_path, **train):
 
 
 def test_meta_training_lowers_held_out_loss_after_adaptation(tmp_path):
-    cfg = small_config(tmp_path, iterations=250, meta_batch_size=10, lr=0.003)
+    cfg = small_config(tmp_path, iterations=400, meta_batch_size=10, lr=0.003)
     cfg.model.hidden = (40, 40)
     t = Trainer(cfg)
     before = t.evaluator(200).run(t.learner, t.meta)
     after = t.run()["eval"]
-    assert after["loss"]["mean"][1] < 0.6 * before["loss"]["mean"][1]
+    assert after["loss"]["mean"][1] < 0.7 * before["loss"]["mean"][1]
     # adaptation itself helps on held-out tasks after meta-training
     assert after["loss"]["mean"][1] < after["loss"]["mean"][0]
     assert (tmp_path / "run" / "eval.png").stat().st_size > 10_000
@@ -125,3 +125,27 @@ def test_jsonl_metrics_are_written(tmp_path):
     steps = [r["step"] for r in rows if "train/meta_loss" in r]
     assert steps == [5, 10, 15, 20]
     assert any("eval/loss_step2" in r for r in rows)
+
+
+@pytest.mark.parametrize("kind", ["adam", "sgd"])
+def test_flat_outer_optimisers_match_torch_optim(kind):
+    from metarl.optim import FlatAdam, FlatSGD, cosine_lr
+
+    g = torch.Generator().manual_seed(0)
+    shapes = [(3, 4), (4,), (2, 3)]
+    tensors = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+    ref = [t.clone().requires_grad_(True) for t in tensors]
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    lr, steps = 0.01, 20
+    ref_opt = torch.optim.Adam(ref, lr=lr) if kind == "adam" else torch.optim.SGD(ref, lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(ref_opt, T_max=steps)
+    opt = FlatAdam(flat) if kind == "adam" else FlatSGD(flat)
+    for it in range(steps):
+        grads = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+        for p, gr in zip(ref, grads):
+            p.grad = gr.clone()
+        ref_opt.step()
+        sched.step()
+        opt.step(torch.cat([gr.reshape(-1) for gr in grads]), cosine_lr(lr, it, steps))
+    torch.testing.assert_close(flat, torch.cat([p.detach().reshape(-1) for p in ref]), rtol=1e-12, atol=1e-12)
+    assert not torch.equal(flat, torch.cat([t.reshape(-1) for t in tensors]))
