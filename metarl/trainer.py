@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ class Trainer:
         self._console_write = console_write
         self._meta_gradient = self._flat_meta_gradient
         if cfg.train.compile:
-            self._meta_gradient = torch.compile(self._flat_meta_gradient, dynamic=False, options=_compile_options())
+            self._meta_gradient = self._compiled_with_fallback()
 
     # ------------------------------------------------------------------ state
 
@@ -125,6 +126,24 @@ class Trainer:
             ep = self.dist.sample_episode(S * B, t.k_support, t.k_query, gen, "train").to(self.device)
             self._block = (index, [_slice(ep, i * B, (i + 1) * B) for i in range(S)])
         return self._block[1][offset]
+
+    def _compiled_with_fallback(self):
+        """torch.compile of the meta-gradient; if compiling fails on the first call (e.g. no C++ compiler on
+        this machine), say so once and continue eagerly: same numbers, slower."""
+        compiled = torch.compile(self._flat_meta_gradient, dynamic=False, options=_compile_options())
+
+        def first_call(*args):
+            try:
+                out = compiled(*args)
+                self._meta_gradient = compiled
+            except Exception as e:  # noqa: BLE001 - any compiler failure; the eager path is always available
+                warnings.warn(f"train.compile: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                              "continuing without it", RuntimeWarning, stacklevel=2)
+                self._meta_gradient = self._flat_meta_gradient
+                out = self._flat_meta_gradient(*args)
+            return out
+
+        return first_call
 
     def _unflatten(self, flat: torch.Tensor) -> MetaParams:
         meta: MetaParams = {}

@@ -149,3 +149,21 @@ def test_flat_outer_optimisers_match_torch_optim(kind):
         opt.step(torch.cat([gr.reshape(-1) for gr in grads]), cosine_lr(lr, it, steps))
     torch.testing.assert_close(flat, torch.cat([p.detach().reshape(-1) for p in ref]), rtol=1e-12, atol=1e-12)
     assert not torch.equal(flat, torch.cat([t.reshape(-1) for t in tensors]))
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(tmp_path, monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("no C++ compiler found")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    cfg = small_config(tmp_path / "c", iterations=3)
+    cfg.train.compile = True
+    compiled = Trainer(cfg)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+        compiled.step()
+    compiled.step()
+    eager = Trainer(small_config(tmp_path / "e", iterations=3))
+    eager.step(), eager.step()
+    torch.testing.assert_close(compiled.flat, eager.flat, rtol=0, atol=0)
