@@ -51,6 +51,22 @@ def checkerboard_split_of(u: torch.Tensor, cells: int = 8) -> list[str]:
     return ["train" if int(p) == 0 else "test" for p in parity]
 
 
+class CheckerboardBoxTasks:
+    """Mixin for task distributions whose parameters are uniform on a box: draws points in [0, 1)^d on the
+    checkerboard colour of the split (train and test tasks disjoint, each uniform on its half)."""
+
+    def __init__(self, split_cells: int = 8, dtype: torch.dtype = torch.float32):
+        check_positive(split_cells=split_cells)
+        self.split_cells = split_cells
+        self.dtype = dtype
+
+    def unit_sample(self, n: int, d: int, generator: torch.Generator, split: Split) -> torch.Tensor:
+        """n points in [0, 1)^d of `split`'s colour, shape (n, d)."""
+        check_positive(tasks=n)
+        u = torch.rand(n, d, generator=generator, dtype=self.dtype)
+        return checkerboard_split(u, split, self.split_cells)
+
+
 class TaskDistribution(ABC):
     """A distribution over tasks whose parameters are tensors.
 

@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.base import Split, TaskBatch, TaskDistribution, check_positive, checkerboard_split
+from envs.base import CheckerboardBoxTasks, Split, TaskBatch, TaskDistribution
 from envs.batched import BatchedTaskEnv
 
 GOAL_RANGE = (-0.5, 0.5)
@@ -26,7 +26,7 @@ GOAL_TOLERANCE = 0.01
 HORIZON = 100
 
 
-class Navigation2DTasks(TaskDistribution):
+class Navigation2DTasks(CheckerboardBoxTasks, TaskDistribution):
     """Goals uniform on [-0.5, 0.5]^2; train and test goals on the two colours of an 8 x 8 checkerboard."""
 
     name = "navigation2d"
@@ -34,15 +34,8 @@ class Navigation2DTasks(TaskDistribution):
     env_id = "metarl/Navigation2D-v0"
     horizon = HORIZON
 
-    def __init__(self, split_cells: int = 8, dtype: torch.dtype = torch.float32):
-        check_positive(split_cells=split_cells)
-        self.split_cells = split_cells
-        self.dtype = dtype
-
     def sample(self, n: int, generator: torch.Generator, split: Split = "train") -> TaskBatch:
-        check_positive(tasks=n)
-        u = torch.rand(n, 2, generator=generator, dtype=self.dtype)
-        u = checkerboard_split(u, split, self.split_cells)
+        u = self.unit_sample(n, 2, generator, split)
         return {"goal": GOAL_RANGE[0] + (GOAL_RANGE[1] - GOAL_RANGE[0]) * u}
 
 

@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.base import Split, TaskBatch, check_positive, checkerboard_split
+from envs.base import CheckerboardBoxTasks, Split, TaskBatch, check_positive
 from envs.supervised import Data, SupervisedTaskDistribution
 
 AMPLITUDE = (0.1, 5.0)
@@ -20,7 +20,7 @@ PHASE = (0.0, math.pi)
 X_RANGE = (-5.0, 5.0)
 
 
-class SinusoidTasks(SupervisedTaskDistribution):
+class SinusoidTasks(CheckerboardBoxTasks, SupervisedTaskDistribution):
     name = "sinusoid"
     kind = "regression"
     env_id = "metarl/Sinusoid-v0"
@@ -29,15 +29,8 @@ class SinusoidTasks(SupervisedTaskDistribution):
     x_range = X_RANGE
     output_dim = 1
 
-    def __init__(self, split_cells: int = 8, dtype: torch.dtype = torch.float32):
-        check_positive(split_cells=split_cells)
-        self.split_cells = split_cells
-        self.dtype = dtype
-
     def sample(self, n: int, generator: torch.Generator, split: Split = "train") -> TaskBatch:
-        check_positive(tasks=n)
-        u = torch.rand(n, 2, generator=generator, dtype=self.dtype)
-        u = checkerboard_split(u, split, self.split_cells)
+        u = self.unit_sample(n, 2, generator, split)
         amplitude = AMPLITUDE[0] + (AMPLITUDE[1] - AMPLITUDE[0]) * u[:, 0]
         phase = PHASE[0] + (PHASE[1] - PHASE[0]) * u[:, 1]
         return {"amplitude": amplitude, "phase": phase}

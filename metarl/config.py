@@ -178,22 +178,31 @@ class Config:
             "eval.k_query": self.eval.k_query,
             "eval.batch_size": self.eval.batch_size,
         }
-        for name, value in positive.items():
-            if not value > 0:
-                raise ConfigError(f"{name} must be positive, got {value!r}")
-        for name, value in {
+        check_ranges(positive=positive, non_negative={
             "train.eval_every": self.train.eval_every,
             "train.grad_clip": self.train.grad_clip,
             "eval.steps": self.eval.steps,
             "eval.plot_tasks": self.eval.plot_tasks,
-        }.items():
-            if value < 0:
-                raise ConfigError(f"{name} must be >= 0, got {value!r}")
+        })
         if any(h <= 0 for h in self.model.hidden):
             raise ConfigError(f"model.hidden widths must be positive, got {list(self.model.hidden)}")
         if self.learner.algo == "reptile" and (self.learner.learn_inner_lr or self.learner.learn_step_scale):
             raise ConfigError("learned step sizes are not defined for reptile (no gradient flows to them)")
         return self
+
+
+def check_ranges(positive: dict[str, float] | None = None, non_negative: dict[str, float] | None = None,
+                 unit_interval: dict[str, float] | None = None) -> None:
+    """Raise ConfigError naming the first field outside its range: > 0, >= 0, or in (0, 1]."""
+    for name, value in (positive or {}).items():
+        if not value > 0:
+            raise ConfigError(f"{name} must be positive, got {value!r}")
+    for name, value in (non_negative or {}).items():
+        if not value >= 0:
+            raise ConfigError(f"{name} must be >= 0, got {value!r}")
+    for name, value in (unit_interval or {}).items():
+        if not 0 < value <= 1:
+            raise ConfigError(f"{name} must be in (0, 1], got {value!r}")
 
 
 # ---------------------------------------------------------------- dict / YAML <-> dataclasses

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-from metarl.config import LogConfig
+from metarl.config import LogConfig, check_ranges
 from metarl.errors import ConfigError
 
 
@@ -156,19 +156,16 @@ class RLConfig:
             "eval.num_tasks": self.eval.num_tasks,
             "eval.episodes_per_task": self.eval.episodes_per_task,
         }
-        for name, value in positive.items():
-            if not value > 0:
-                raise ConfigError(f"{name} must be positive, got {value!r}")
-        for name, value in {"env.horizon": self.env.horizon, "eval.steps": self.eval.steps,
-                            "train.eval_every": self.train.eval_every, "train.time_limit_s": self.train.time_limit_s,
-                            "train.threads": self.train.threads, "eval.plot_tasks": self.eval.plot_tasks}.items():
-            if value < 0:
-                raise ConfigError(f"{name} must be >= 0, got {value!r}")
-        for name, value in {"algo.gamma": self.algo.gamma, "algo.gae_lambda": self.algo.gae_lambda,
-                            "algo.ls_backtrack": self.algo.ls_backtrack, "algo.hvp_task_fraction": self.algo.hvp_task_fraction,
-                            "algo.reptile_epsilon": self.algo.reptile_epsilon}.items():
-            if not 0 < value <= 1:
-                raise ConfigError(f"{name} must be in (0, 1], got {value!r}")
+        check_ranges(
+            positive=positive,
+            non_negative={"env.horizon": self.env.horizon, "eval.steps": self.eval.steps,
+                          "train.eval_every": self.train.eval_every, "train.time_limit_s": self.train.time_limit_s,
+                          "train.threads": self.train.threads, "eval.plot_tasks": self.eval.plot_tasks},
+            unit_interval={"algo.gamma": self.algo.gamma, "algo.gae_lambda": self.algo.gae_lambda,
+                           "algo.ls_backtrack": self.algo.ls_backtrack,
+                           "algo.hvp_task_fraction": self.algo.hvp_task_fraction,
+                           "algo.reptile_epsilon": self.algo.reptile_epsilon},
+        )
         if any(h <= 0 for h in self.policy.hidden):
             raise ConfigError(f"policy.hidden widths must be positive, got {list(self.policy.hidden)}")
         from envs.batched_registry import known_batched_envs
