@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+import types
 import warnings
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,7 @@ class Trainer:
     def _compiled_with_fallback(self):
         """torch.compile of the meta-gradient; if compiling fails on the first call (e.g. no C++ compiler on
         this machine), say so once and continue eagerly: same numbers, slower."""
-        compiled = torch.compile(self._flat_meta_gradient, dynamic=False, options=_compile_options())
+        compiled = torch.compile(_with_own_code(self._flat_meta_gradient), dynamic=False, options=_compile_options())
 
         def first_call(*args):
             try:
@@ -234,6 +235,16 @@ class Trainer:
         finally:
             bar.close()
             logger.close()
+
+
+def _with_own_code(method):
+    """The bound method with a code object of its own. torch.compile caches graphs per code object and,
+    with tensor-only guards, could not tell two Trainers apart (another inner_lr or model would silently reuse
+    the first one's graph); a private code object gives each Trainer its own cache."""
+    f = method.__func__
+    code = f.__code__.replace(co_name=f"{f.__name__}_{id(method.__self__):x}")
+    return types.MethodType(types.FunctionType(code, f.__globals__, code.co_name, f.__defaults__, f.__closure__),
+                            method.__self__)
 
 
 def _compile_options() -> dict[str, Any]:

@@ -38,18 +38,6 @@ def sinusoid_config(compile_: bool, tasks: int) -> Config:
     return cfg.validate()
 
 
-def time_per_call(fn, repeats: int, rounds: int = 5) -> float:
-    """Median over `rounds` of the mean seconds per call (robust to a busy machine)."""
-    fn()
-    per_round = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        per_round.append((time.perf_counter() - t0) / repeats)
-    return statistics.median(per_round)
-
-
 def loop_step_fn(trainer: Trainer):
     """A per-task autograd loop doing the same work as Trainer.step (sampling, meta-gradient, Adam)."""
     cfg = trainer.cfg
@@ -97,38 +85,60 @@ def higher_step_fn(trainer: Trainer):
     return step
 
 
+def interleaved(fns: dict, repeats: dict, rounds: int = 7) -> dict:
+    """Seconds per call of each fn, measured in alternating rounds (A, B, C, A, B, C, ...) so that a
+    drift in the machine's speed hits every contender alike; per fn the median over rounds, and per round
+    the ratios to the first fn (their median is the reported speed-up)."""
+    for name, fn in fns.items():
+        fn()
+    per_round = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(repeats[name]):
+                fn()
+            per_round[name].append((time.perf_counter() - t0) / repeats[name])
+    first = next(iter(fns))
+    return {
+        "seconds": {n: statistics.median(v) for n, v in per_round.items()},
+        "ratio": {n: statistics.median(b / a for a, b in zip(per_round[first], v)) for n, v in per_round.items()},
+    }
+
+
 def run_sinusoid(repeats: int, tasks: int) -> dict:
     compiled = Trainer(sinusoid_config(True, tasks))
     t0 = time.perf_counter()
     compiled.step()
     compile_s = time.perf_counter() - t0
     eager = Trainer(sinusoid_config(False, tasks))
-    t_compiled = time_per_call(compiled.step, repeats)
-    t_eager = time_per_call(eager.step, max(1, repeats // 10))
-    t_loop = time_per_call(loop_step_fn(eager), max(1, repeats // 20))
+    fns = {"metarl": compiled.step, "eager": eager.step, "loop": loop_step_fn(eager)}
+    reps = {"metarl": repeats, "eager": max(1, repeats // 10), "loop": max(1, repeats // 20)}
+    higher_step = higher_step_fn(eager)
+    if higher_step is not None:
+        fns["higher"], reps["higher"] = higher_step, max(1, repeats // 20)
+    m = interleaved(fns, reps)
+    sec, ratio = m["seconds"], m["ratio"]
     result = {
         "case": "sinusoid",
         "tasks": tasks,
         "threads": torch.get_num_threads(),
-        "metarl_ms": t_compiled * 1e3,
-        "metarl_eager_ms": t_eager * 1e3,
-        "loop_ms": t_loop * 1e3,
+        "metarl_ms": sec["metarl"] * 1e3,
+        "metarl_eager_ms": sec["eager"] * 1e3,
+        "loop_ms": sec["loop"] * 1e3,
         "compile_seconds": compile_s,
-        "speedup_vs_loop": t_loop / t_compiled,
-        "eager_speedup_vs_loop": t_loop / t_eager,
+        "speedup_vs_loop": ratio["loop"],
+        "eager_speedup_vs_loop": ratio["loop"] / ratio["eager"],
     }
-    higher_step = higher_step_fn(eager)
     if higher_step is not None:
-        t_higher = time_per_call(higher_step, max(1, repeats // 20))
-        result["higher_ms"] = t_higher * 1e3
-        result["speedup_vs_higher"] = t_higher / t_compiled
+        result["higher_ms"] = sec["higher"] * 1e3
+        result["speedup_vs_higher"] = ratio["higher"]
     return result
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--case", choices=["sinusoid", "omniglot"], default="sinusoid")
-    p.add_argument("--repeats", type=int, default=1000, help="iterations per timing round (metarl path)")
+    p.add_argument("--repeats", type=int, default=500, help="iterations per timing round (metarl path)")
     p.add_argument("--tasks", type=int, default=None, help="tasks per meta-batch (25 sinusoid, 32 omniglot)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args()

@@ -167,3 +167,19 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(tmp_path, monkeypatc
     eager = Trainer(small_config(tmp_path / "e", iterations=3))
     eager.step(), eager.step()
     torch.testing.assert_close(compiled.flat, eager.flat, rtol=0, atol=0)
+
+
+def test_compiled_trainers_with_different_settings_do_not_share_graphs(tmp_path):
+    # The compiled meta-gradient guards only on tensors; a second Trainer with the same shapes but another
+    # inner_lr must still get its own graph, i.e. the numbers of its eager twin.
+    def run(name, inner_lr, compile_):
+        cfg = small_config(tmp_path / name, iterations=2)
+        cfg.learner.inner_lr, cfg.train.compile = inner_lr, compile_
+        t = Trainer(cfg)
+        t.step(), t.step()
+        return t.flat
+
+    first = run("a", 0.01, True)
+    second = run("b", 0.3, True)
+    torch.testing.assert_close(first, run("a_eager", 0.01, False), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(second, run("b_eager", 0.3, False), rtol=1e-5, atol=1e-6)
