@@ -78,3 +78,27 @@ class BatchedTaskEnv(gym.vector.VectorEnv):
     @abstractmethod
     def _step(self, actions: torch.Tensor):
         ...
+
+
+class TensorDynamicsEnv(BatchedTaskEnv):
+    """A batched env whose dynamics are a pure torch function: `transition(state, actions) -> (state, obs,
+    reward, terminated)`, with the whole mutable state in `self.state` (a dict of tensors, task parameters
+    included) and no side effects. `_step` follows from it. Because nothing else happens in a step, a sampler
+    may run `transition` itself, fused with the policy into one compiled function (`metarl.rl.sampler`), and
+    hand the final state back with `set_state`."""
+
+    state: dict[str, torch.Tensor]
+
+    @staticmethod
+    @abstractmethod
+    def transition(state: dict[str, torch.Tensor], actions: torch.Tensor):
+        """(state, actions) -> (next state, observations, rewards, terminated); shapes (T * E, ...)."""
+
+    def set_state(self, state: dict[str, torch.Tensor], t: int) -> None:
+        """The state after `t` steps taken outside `step` (by a sampler that ran `transition` itself)."""
+        self.state, self.t = state, int(t)
+
+    def _step(self, actions: torch.Tensor):
+        self.state, obs, reward, terminated = self.transition(self.state, actions.to(self.dtype))
+        truncated = torch.full_like(terminated, self.t >= self.horizon)
+        return obs, reward, terminated, truncated, {}

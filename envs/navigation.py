@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from envs.base import CheckerboardBoxTasks, Split, TaskBatch, TaskDistribution
-from envs.batched import BatchedTaskEnv
+from envs.batched import TensorDynamicsEnv
 
 GOAL_RANGE = (-0.5, 0.5)
 MAX_ACTION = 0.1
@@ -98,11 +98,11 @@ class Navigation2DEnv(gym.Env):
         return self._pos.copy(), float(reward), reached, False, {}
 
 
-class BatchedNavigation2D(BatchedTaskEnv):
+class BatchedNavigation2D(TensorDynamicsEnv):
     """T goals x E episodes of 2D navigation as tensors on one device (see `envs.batched` for the contract).
 
     Steps after termination leave the point where it is, give reward 0 and report terminated=True. Truncated
-    becomes True for every sub-env at step `horizon`.
+    becomes True for every sub-env at step `horizon`. State: position, done flag and goal of every sub-env.
     """
 
     def __init__(self, num_tasks: int, episodes_per_task: int, horizon: int = HORIZON, device: torch.device | str = "cpu",
@@ -114,9 +114,14 @@ class BatchedNavigation2D(BatchedTaskEnv):
             device,
         )
         self.dtype = dtype
-        self.pos = torch.zeros(self.num_envs, 2, device=self.device, dtype=dtype)
-        self.done = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         self.goal = torch.zeros(self.num_envs, 2, device=self.device, dtype=dtype)
+        self.state = self._start_state()
+
+    def _start_state(self) -> dict[str, torch.Tensor]:
+        # the start state is deterministic (the origin), so a reset's seed has nothing to draw
+        return {"pos": torch.zeros(self.num_envs, 2, device=self.device, dtype=self.dtype),
+                "done": torch.zeros(self.num_envs, dtype=torch.bool, device=self.device),
+                "goal": self.goal}
 
     def set_tasks(self, tasks: TaskBatch) -> None:
         if "goal" not in tasks:
@@ -128,15 +133,14 @@ class BatchedNavigation2D(BatchedTaskEnv):
         self.goal = self.repeat_per_episode(goal.to(self.dtype))
 
     def _reset(self, seed: int | None):
-        # the start state is deterministic (the origin), so the seed has nothing to draw
-        self.pos = torch.zeros(self.num_envs, 2, device=self.device, dtype=self.dtype)
-        self.done = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
-        return self.pos.clone(), {}
+        self.state = self._start_state()
+        return self.state["pos"], {}
 
-    def _step(self, actions: torch.Tensor):
-        new_pos, reward, reached = navigation_step(self.pos, self.goal, actions.to(self.dtype))
-        self.pos = torch.where(self.done[:, None], self.pos, new_pos)
-        reward = torch.where(self.done, torch.zeros_like(reward), reward)
-        self.done = self.done | reached
-        truncated = torch.full_like(self.done, self.t >= self.horizon)
-        return self.pos.clone(), reward, self.done.clone(), truncated, {}
+    @staticmethod
+    def transition(state: dict[str, torch.Tensor], actions: torch.Tensor):
+        pos, done, goal = state["pos"], state["done"], state["goal"]
+        new_pos, reward, reached = navigation_step(pos, goal, actions)
+        pos = torch.where(done[:, None], pos, new_pos)
+        reward = torch.where(done, torch.zeros_like(reward), reward)
+        done = done | reached
+        return {"pos": pos, "done": done, "goal": goal}, pos, reward, done

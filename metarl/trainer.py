@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import math
 import time
-import types
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from tqdm.auto import tqdm
 from envs.supervised import Episode
 from metarl import build, distributed
 from metarl.checkpoint import load_checkpoint, save_checkpoint
+from metarl.compiling import compile_with_fallback
 from metarl.config import Config, to_dict
 from metarl.errors import CheckpointError, ConfigError, NonFiniteLossError
 from metarl.evaluate import Evaluator, format_summary
@@ -69,7 +68,7 @@ class Trainer:
         self._console_write = console_write
         self._meta_gradient = self._flat_meta_gradient
         if cfg.train.compile:
-            self._meta_gradient = self._compiled_with_fallback()
+            self._meta_gradient = compile_with_fallback(self._flat_meta_gradient, self, "train.compile")
 
     # ------------------------------------------------------------------ state
 
@@ -127,24 +126,6 @@ class Trainer:
             ep = self.dist.sample_episode(S * B, t.k_support, t.k_query, gen, "train").to(self.device)
             self._block = (index, [_slice(ep, i * B, (i + 1) * B) for i in range(S)])
         return self._block[1][offset]
-
-    def _compiled_with_fallback(self):
-        """torch.compile of the meta-gradient; if compiling fails on the first call (e.g. no C++ compiler on
-        this machine), say so once and continue eagerly: same numbers, slower."""
-        compiled = torch.compile(_with_own_code(self._flat_meta_gradient), dynamic=False, options=_compile_options())
-
-        def first_call(*args):
-            try:
-                out = compiled(*args)
-                self._meta_gradient = compiled
-            except Exception as e:  # noqa: BLE001 - any compiler failure; the eager path is always available
-                warnings.warn(f"train.compile: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                              "continuing without it", RuntimeWarning, stacklevel=2)
-                self._meta_gradient = self._flat_meta_gradient
-                out = self._flat_meta_gradient(*args)
-            return out
-
-        return first_call
 
     def _unflatten(self, flat: torch.Tensor) -> MetaParams:
         meta: MetaParams = {}
@@ -235,28 +216,6 @@ class Trainer:
         finally:
             bar.close()
             logger.close()
-
-
-def _with_own_code(method):
-    """The bound method with a code object of its own. torch.compile caches graphs per code object and,
-    with tensor-only guards, could not tell two Trainers apart (another inner_lr or model would silently reuse
-    the first one's graph); a private code object gives each Trainer its own cache."""
-    f = method.__func__
-    code = f.__code__.replace(co_name=f"{f.__name__}_{id(method.__self__):x}")
-    return types.MethodType(types.FunctionType(code, f.__globals__, code.co_name, f.__defaults__, f.__closure__),
-                            method.__self__)
-
-
-def _compile_options() -> dict[str, Any]:
-    """Guard only on the input tensors: everything else the compiled meta-gradient reads (learner, model
-    structure, step sizes in the config) is fixed for a Trainer's lifetime (see _with_own_code), and checking
-    it on every call costs a tenth of a small model's iteration. Older torch versions lack the filter."""
-    keep = getattr(torch.compiler, "keep_tensor_guards_unsafe", None)
-    # A C++ wrapper launches the graph's kernels without a Python call each (~15% of a small model's step).
-    options: dict[str, Any] = {"cpp_wrapper": True}
-    if keep is not None:
-        options["guard_filter_fn"] = keep
-    return options
 
 
 def _slice(ep: Episode, lo: int, hi: int) -> Episode:

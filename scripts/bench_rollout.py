@@ -1,11 +1,15 @@
 #!/usr/bin/env python
-"""Rollout throughput: the batched torch env + one batched policy call per step, against Gymnasium's
-SyncVectorEnv over the single env with the same policy inference, on the same work (tasks x episodes x H).
+"""Rollout throughput: the batched env + one batched policy call per step (metarl's BatchedSampler), against
+Gymnasium's SyncVectorEnv over the single env with the same policy inference, on the same work (tasks x
+episodes x H).
 
-    python scripts/bench_rollout.py --env Navigation2D [--tasks 40 --episodes 20 --repeats 5 --threads 2]
+    python scripts/bench_rollout.py --env Navigation2D [--tasks 40 --episodes 20 --rounds 3 --threads 2]
 
 Both sides: the default Gaussian MLP policy (2 x 100 ReLU) with the same parameters for every task, actions
-sampled from explicit generators, H steps from reset. The last output line is one JSON object.
+sampled from explicit generators, H steps from reset. The contenders are timed in interleaved rounds (each
+round: the sampler compiled and eager, `--repeats` collections each, then one SyncVectorEnv collection), so a
+drifting machine load hits all of them alike; the speed-up is the median of the per-round ratios.
+The last output line is one JSON object.
 """
 from __future__ import annotations
 
@@ -35,17 +39,18 @@ BENCH_ENVS: dict[str, tuple[str, str, int]] = {
 }
 
 
-def bench_batched(name, tasks, T, E, H, policy, params, repeats, compile_step) -> tuple[float, int]:
-    env = make_batched_env(name, T, E, H)
-    sampler = BatchedSampler(env, policy, compile=compile_step)
+def batched_timer(name, tasks, T, E, H, policy, params, compile_step):
+    """A function timing one batched collection (seconds), after a warm-up (and compilation)."""
+    sampler = BatchedSampler(make_batched_env(name, T, E, H), policy, compile=compile_step)
     gen = torch.Generator().manual_seed(0)
-    sampler.collect(params, tasks, gen)  # warm-up (and compilation)
-    times = []
-    for _ in range(repeats):
+    sampler.collect(params, tasks, gen)
+
+    def once() -> float:
         t0 = time.perf_counter()
-        r = sampler.collect(params, tasks, gen)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), r.obs.shape[0] * r.obs.shape[1] * r.obs.shape[2]
+        sampler.collect(params, tasks, gen)
+        return time.perf_counter() - t0
+
+    return once
 
 
 def bench_batched_env_only(name, tasks, T, E, H, repeats) -> float:
@@ -75,22 +80,23 @@ def bench_sync_env_only(single_id, tasks, T, E, H) -> float:
     return dt
 
 
-def bench_sync_vector_env(single_id, tasks, T, E, H, policy, params) -> tuple[float, int]:
+def sync_vector_env_timer(single_id, tasks, T, E, H, policy, params):
+    """A function timing one SyncVectorEnv collection with the same policy inference (seconds)."""
     task_list = [{k: v[i // E] for k, v in tasks.items()} for i in range(T * E)]
     venv = gym.vector.SyncVectorEnv([lambda task=task: gym.make(single_id, task=task) for task in task_list])
     gen = torch.Generator().manual_seed(0)
-    obs, _ = venv.reset(seed=0)
-    steps = 0
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for _ in range(H):
-            mean, log_std = torch.func.functional_call(policy, params, (torch.as_tensor(obs, dtype=torch.float32),))
-            action = mean + torch.exp(log_std) * torch.randn(mean.shape, generator=gen)
-            obs, _, _, _, _ = venv.step(action.numpy())
-            steps += T * E
-    dt = time.perf_counter() - t0
-    venv.close()
-    return dt, steps
+
+    def once() -> float:
+        obs, _ = venv.reset(seed=0)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for _ in range(H):
+                mean, log_std = torch.func.functional_call(policy, params, (torch.as_tensor(obs, dtype=torch.float32),))
+                action = mean + torch.exp(log_std) * torch.randn(mean.shape, generator=gen)
+                obs, _, _, _, _ = venv.step(action.numpy())
+        return time.perf_counter() - t0
+
+    return once
 
 
 def main() -> None:
@@ -99,9 +105,10 @@ def main() -> None:
     p.add_argument("--tasks", type=int, default=40)
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--horizon", type=int, default=0, help="0 = the env's default")
-    p.add_argument("--repeats", type=int, default=5, help="timed batched collections (median reported)")
+    p.add_argument("--repeats", type=int, default=5, help="batched collections per round (median taken)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median ratio reported)")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0 = torch's default")
-    p.add_argument("--compile", action="store_true", help="also time a torch.compile'd policy step")
+    p.add_argument("--no-compile", action="store_true", help="time the eager sampler only")
     a = p.parse_args()
     if a.env not in BENCH_ENVS:
         raise SystemExit(f"error: unknown --env {a.env!r}; known: {', '.join(BENCH_ENVS)}")
@@ -110,6 +117,7 @@ def main() -> None:
     batched_name, single_id, horizon = BENCH_ENVS[a.env]
     H = a.horizon or horizon
     T, E = a.tasks, a.episodes
+    n = T * E * H
     spec = batched_env_spec(batched_name)
     tasks = envs.make_task_distribution(spec.task_distribution).sample(T, torch.Generator().manual_seed(0))
     probe = make_batched_env(batched_name, 1, 1, H)
@@ -117,40 +125,48 @@ def main() -> None:
                                generator=torch.Generator().manual_seed(0))
     params = parameters_of(policy)
 
-    eager_s, n = bench_batched(batched_name, tasks, T, E, H, policy, params, a.repeats, False)
-    print(f"batched eager:    {n} env steps in {eager_s * 1e3:.1f} ms -> {n / eager_s:,.0f} steps/s", flush=True)
-    best_s = eager_s
-    if a.compile:
-        comp_s, _ = bench_batched(batched_name, tasks, T, E, H, policy, params, a.repeats, True)
-        print(f"batched compiled: {n} env steps in {comp_s * 1e3:.1f} ms -> {n / comp_s:,.0f} steps/s", flush=True)
-        best_s = min(eager_s, comp_s)
-    sync_s, n_sync = bench_sync_vector_env(single_id, tasks, T, E, H, policy, params)
-    print(f"SyncVectorEnv:    {n_sync} env steps in {sync_s * 1e3:.1f} ms -> {n_sync / sync_s:,.0f} steps/s", flush=True)
-    # a second batched measurement after the slow baseline: on a shared machine the load drifts
-    again_s, _ = bench_batched(batched_name, tasks, T, E, H, policy, params, a.repeats, False)
-    print(f"batched eager (again): {n / again_s:,.0f} steps/s", flush=True)
-    best_s = min(best_s, again_s)
+    timers = {"batched_eager": batched_timer(batched_name, tasks, T, E, H, policy, params, False)}
+    if not a.no_compile:
+        t0 = time.perf_counter()
+        timers["batched_compiled"] = batched_timer(batched_name, tasks, T, E, H, policy, params, True)
+        print(f"compiled the sampler step in {time.perf_counter() - t0:.1f} s", flush=True)
+    sync = sync_vector_env_timer(single_id, tasks, T, E, H, policy, params)
+    times: dict[str, list[float]] = {k: [] for k in (*timers, "sync_vector_env")}
+    ratios = []
+    for r in range(a.rounds):
+        for k, once in timers.items():
+            times[k].append(statistics.median(once() for _ in range(a.repeats)))
+        times["sync_vector_env"].append(sync())
+        best = min(times[k][-1] for k in timers)
+        ratios.append(times["sync_vector_env"][-1] / best)
+        print(f"round {r + 1}: " + ", ".join(f"{k} {n / v[-1]:,.0f}" for k, v in times.items())
+              + f" env steps/s; ratio {ratios[-1]:.1f}", flush=True)
+    rate = {k: n / statistics.median(v) for k, v in times.items()}
+    best_name = max(timers, key=lambda k: rate[k])
     env_only_s = bench_batched_env_only(batched_name, tasks, T, E, H, a.repeats)
     sync_env_only_s = bench_sync_env_only(single_id, tasks, T, E, H)
     print(f"env only (random actions, no policy): batched {n / env_only_s:,.0f} steps/s, "
           f"SyncVectorEnv {n / sync_env_only_s:,.0f} steps/s", flush=True)
     out = {
         "env": a.env, "tasks": T, "episodes_per_task": E, "horizon": H, "threads": torch.get_num_threads(),
-        "env_steps_per_s": round(n / best_s),
-        "eager_env_steps_per_s": round(n / min(eager_s, again_s)),
-        "sync_vector_env_steps_per_s": round(n_sync / sync_s),
-        "speedup_vs_sync_vector_env": round((n / best_s) / (n_sync / sync_s), 2),
+        "sampler": best_name,
+        "env_steps_per_s": round(rate[best_name]),
+        "eager_env_steps_per_s": round(rate["batched_eager"]),
+        "sync_vector_env_steps_per_s": round(rate["sync_vector_env"]),
+        "speedup_vs_sync_vector_env": round(statistics.median(ratios), 2),
         "env_only_steps_per_s": round(n / env_only_s),
         "sync_env_only_steps_per_s": round(n / sync_env_only_s),
         "env_only_speedup": round(sync_env_only_s / env_only_s, 2),
     }
+    if "batched_compiled" in rate:
+        out["compiled_env_steps_per_s"] = round(rate["batched_compiled"])
     ceiling_env = make_batched_env(batched_name, T, E, H)
     if hasattr(ceiling_env, "engine"):  # MuJoCo envs: the raw threaded mj_step rate, open loop, same worlds
         from envs.mujoco.ceiling import raw_step_rate
 
         ceiling = raw_step_rate(ceiling_env, H)
         print(f"raw threaded mj_step ceiling: {ceiling:,.0f} steps/s", flush=True)
-        out.update(ceiling_steps_per_s=round(ceiling), fraction_of_ceiling=round((n / best_s) / ceiling, 3))
+        out.update(ceiling_steps_per_s=round(ceiling), fraction_of_ceiling=round(rate[best_name] / ceiling, 3))
     print(json.dumps(out))
 
 

@@ -3,17 +3,25 @@
 Each task acts with its own parameters (per-task dicts with leading dim T, e.g. after adaptation): the policy
 is `functional_call`ed under `vmap` over tasks. Actions are drawn from an explicit generator. Steps after an
 episode terminated are kept in the tensors but masked out (mask 0, reward 0).
+
+When the env's dynamics are a pure tensor function (`envs.batched.TensorDynamicsEnv`), one step of the loop
+is one function of (params, obs, noise, env state): policy, action noise and env transition together, which
+`compile=True` turns into one compiled call per step (on CPU most of a small step is per-op overhead).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from envs.base import TaskBatch
-from envs.batched import BatchedTaskEnv
-from metarl.rl.policy import Params, batched_policy_outputs, gaussian_log_prob, policy_outputs
+from envs.batched import BatchedTaskEnv, TensorDynamicsEnv
+from metarl.compiling import compile_with_fallback
+from metarl.rl.policy import Params, batched_policy_outputs, policy_outputs
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 @dataclass
@@ -24,7 +32,7 @@ class Rollouts:
     actions: torch.Tensor  # (T, E, H, act_dim)
     rewards: torch.Tensor  # (T, E, H), 0 after termination
     mask: torch.Tensor  # (T, E, H), 1.0 while the episode is running, 0.0 after it terminated
-    log_probs: torch.Tensor  # (T, E, H): log pi(a|s) of the sampling policy, for diagnostics
+    log_probs: torch.Tensor  # (T, E, H): log pi(a|s) of the sampling policy
 
     @property
     def episode_returns(self) -> torch.Tensor:
@@ -41,14 +49,19 @@ class BatchedSampler:
 
     `params` are per-task (leading dim T: one vmapped policy call per step) or shared by all tasks (the
     module's own shapes: one plain call on all T * E observations, a single large matmul). `compile=True`
-    compiles the per-step action function with torch.compile (worth it for long collections on CPU).
+    compiles the per-step function with torch.compile (policy and, for a `TensorDynamicsEnv`, the env step):
+    a one-off cost of seconds per sampler and parameter layout (shared / per task), worth it for training.
     """
 
     def __init__(self, env: BatchedTaskEnv, policy: nn.Module, compile: bool = False):
         self.env = env
         self.policy = policy
         self._shapes = {k: v.shape for k, v in policy.named_parameters()}
-        self._act_fn = torch.compile(_act, dynamic=False) if compile else _act
+        self._fused = isinstance(env, TensorDynamicsEnv)
+        steps = {True: self._step_shared, False: self._step_per_task}
+        if compile:
+            steps = {k: compile_with_fallback(f, self, "sampler compile") for k, f in steps.items()}
+        self._steps = steps
         T, E, H, N = env.num_tasks, env.episodes_per_task, env.horizon, env.num_envs
         self.obs_dim = int(env.single_observation_space.shape[0])
         self.act_dim = int(env.single_action_space.shape[0])
@@ -67,27 +80,27 @@ class BatchedSampler:
         T, E, H, N = env.num_tasks, env.episodes_per_task, env.horizon, env.num_envs
         params = {k: v.detach() for k, v in params.items()}
         shared = all(params[k].shape == shape for k, shape in self._shapes.items())
+        step = self._steps[shared]
         obs, _ = env.reset(options={"tasks": tasks})
-        alive = torch.ones(N, device=env.device, dtype=self._mask.dtype)
-        scale = 0.0 if deterministic else 1.0
-        # all the noise in one call; log-probs after the loop in one call: fewer ops per step
+        state = env.state if self._fused else None
+        scale = torch.tensor(0.0 if deterministic else 1.0, device=obs.device, dtype=obs.dtype)
+        # all the noise in one call: fewer ops per step
         noise = torch.randn((H, N, self.act_dim), generator=generator, device=obs.device, dtype=obs.dtype)
+        self._mask[0].fill_(1.0)
         for t in range(H):
-            o = obs if shared else obs.view(T, E, self.obs_dim)
-            n = noise[t] if shared else noise[t].view(T, E, self.act_dim)
             self._obs[t] = obs
-            self._act[t] = self._act_fn(self.policy, params, o, n, scale, shared).view(N, self.act_dim)
-            self._mask[t] = alive
-            obs, reward, terminated, _, _ = env.step(self._act[t])
+            if self._fused:
+                act, logp, state, obs, reward, terminated = step(params, obs, noise[t], scale, state)
+            else:
+                act, logp = step(params, obs, noise[t], scale, None)
+                obs, reward, terminated, _, _ = env.step(act)
+            self._act[t] = act
+            self._logp[t] = logp
             self._rew[t] = reward
-            alive = (~terminated).to(alive.dtype)
-        obs_all, act_all = self._obs.view(H, T, E, self.obs_dim), self._act.view(H, T, E, self.act_dim)
-        if shared:
-            mean, log_std = policy_outputs(self.policy, params, obs_all)
-        else:  # (T, H*E, d) per task
-            mean, log_std = batched_policy_outputs(self.policy, params, obs_all.movedim(0, 1).reshape(T, H * E, -1))
-            mean, log_std = (x.view(T, H, E, -1).movedim(1, 0) for x in (mean, log_std))
-        self._logp.copy_(gaussian_log_prob(mean, log_std, act_all).view(H, N))
+            if t + 1 < H:
+                torch.logical_not(terminated, out=self._mask[t + 1])
+        if self._fused:
+            env.set_state(state, H)
 
         def tasks_first(buf: torch.Tensor) -> torch.Tensor:  # (H, T*E, ...) -> (T, E, H, ...)
             return buf.view(H, T, E, *buf.shape[2:]).movedim(0, 2).clone()
@@ -100,11 +113,24 @@ class BatchedSampler:
             log_probs=tasks_first(self._logp),
         )
 
+    # One step for shared and one for per-task params: two functions, so each compiles to its own graph.
+    def _step_shared(self, params: Params, obs: torch.Tensor, noise: torch.Tensor, scale: torch.Tensor, state):
+        mean, log_std = policy_outputs(self.policy, params, obs)
+        return self._sample_and_step(mean, log_std, noise, scale, state)
 
-def _act(policy: nn.Module, params: Params, obs: torch.Tensor, noise: torch.Tensor, scale: float, shared: bool):
-    """Actions mean + scale * std * noise for shared or per-task params."""
-    if shared:
-        mean, log_std = policy_outputs(policy, params, obs)
-    else:
-        mean, log_std = batched_policy_outputs(policy, params, obs)
-    return mean + scale * torch.exp(log_std) * noise
+    def _step_per_task(self, params: Params, obs: torch.Tensor, noise: torch.Tensor, scale: torch.Tensor, state):
+        T, E = self.env.num_tasks, self.env.episodes_per_task
+        mean, log_std = batched_policy_outputs(self.policy, params, obs.view(T, E, self.obs_dim))
+        return self._sample_and_step(mean.reshape(-1, self.act_dim), log_std.reshape(-1, self.act_dim), noise, scale, state)
+
+    def _sample_and_step(self, mean, log_std, noise, scale, state):
+        """(action, log pi(action)), plus (next state, obs, reward, terminated) for a TensorDynamicsEnv.
+
+        The action is mean + std * z with z = scale * noise, so its log-probability needs no second policy
+        pass: sum(-z^2 / 2 - log_std - log(2 pi) / 2)."""
+        z = scale * noise
+        act = mean + torch.exp(log_std) * z
+        logp = (-0.5 * z * z - log_std - _HALF_LOG_2PI).sum(-1)
+        if state is None:
+            return act, logp
+        return (act, logp, *self.env.transition(state, act.to(self.env.dtype)))
