@@ -4,9 +4,10 @@ Each task acts with its own parameters (per-task dicts with leading dim T, e.g. 
 is `functional_call`ed under `vmap` over tasks. Actions are drawn from an explicit generator. Steps after an
 episode terminated are kept in the tensors but masked out (mask 0, reward 0).
 
-When the env's dynamics are a pure tensor function (`envs.batched.TensorDynamicsEnv`), one step of the loop
-is one function of (params, obs, noise, env state): policy, action noise and env transition together, which
-`compile=True` turns into one compiled call per step (on CPU most of a small step is per-op overhead).
+When the env's dynamics are a pure tensor function (`envs.batched.TensorDynamicsEnv`), a few steps of the
+loop are one function of (params, obs, noise, env state): policy, action noise and env transition together,
+which `compile=True` turns into one compiled call per `steps_per_call` steps (on CPU most of a small step is
+per-op and per-call overhead).
 """
 from __future__ import annotations
 
@@ -49,20 +50,25 @@ class BatchedSampler:
 
     `params` are per-task (leading dim T: one vmapped policy call per step) or shared by all tasks (the
     module's own shapes: one plain call on all T * E observations, a single large matmul). `compile=True`
-    compiles the per-step function with torch.compile (policy and, for a `TensorDynamicsEnv`, the env step):
-    a one-off cost of seconds per sampler and parameter layout (shared / per task), worth it for training.
+    compiles the loop body with torch.compile (the policy and, for a `TensorDynamicsEnv`, the env transition,
+    `steps_per_call` steps per call; the largest divisor of H up to it, so one graph serves the whole
+    horizon): a one-off cost of seconds per sampler and parameter layout (shared / per task).
     """
 
-    def __init__(self, env: BatchedTaskEnv, policy: nn.Module, compile: bool = False):
+    def __init__(self, env: BatchedTaskEnv, policy: nn.Module, compile: bool = False, steps_per_call: int = 10):
+        if steps_per_call < 1:
+            raise ValueError(f"steps_per_call must be positive, got {steps_per_call}")
         self.env = env
         self.policy = policy
         self._shapes = {k: v.shape for k, v in policy.named_parameters()}
         self._fused = isinstance(env, TensorDynamicsEnv)
-        steps = {True: self._step_shared, False: self._step_per_task}
-        if compile:
-            steps = {k: compile_with_fallback(f, self, "sampler compile") for k, f in steps.items()}
-        self._steps = steps
         T, E, H, N = env.num_tasks, env.episodes_per_task, env.horizon, env.num_envs
+        self.steps_per_call = max(d for d in range(1, min(steps_per_call, H) + 1) if H % d == 0) if self._fused else 1
+        body = {True: self._fused_shared, False: self._fused_per_task} if self._fused else \
+            {True: self._act_shared, False: self._act_per_task}
+        if compile:
+            body = {k: compile_with_fallback(f, self, "sampler compile") for k, f in body.items()}
+        self._body = body
         self.obs_dim = int(env.single_observation_space.shape[0])
         self.act_dim = int(env.single_action_space.shape[0])
         dev, dt = env.device, getattr(env, "dtype", torch.float32)
@@ -70,7 +76,7 @@ class BatchedSampler:
         self._obs = torch.empty(H, N, self.obs_dim, device=dev, dtype=dt)
         self._act = torch.empty(H, N, self.act_dim, device=dev, dtype=dt)
         self._rew = torch.empty(H, N, device=dev, dtype=dt)
-        self._mask = torch.empty(H, N, device=dev, dtype=dt)
+        self._term = torch.empty(H, N, device=dev, dtype=torch.bool)
         self._logp = torch.empty(H, N, device=dev, dtype=dt)
 
     @torch.no_grad()
@@ -80,27 +86,25 @@ class BatchedSampler:
         T, E, H, N = env.num_tasks, env.episodes_per_task, env.horizon, env.num_envs
         params = {k: v.detach() for k, v in params.items()}
         shared = all(params[k].shape == shape for k, shape in self._shapes.items())
-        step = self._steps[shared]
+        body = self._body[shared]
         obs, _ = env.reset(options={"tasks": tasks})
-        state = env.state if self._fused else None
         scale = torch.tensor(0.0 if deterministic else 1.0, device=obs.device, dtype=obs.dtype)
         # all the noise in one call: fewer ops per step
         noise = torch.randn((H, N, self.act_dim), generator=generator, device=obs.device, dtype=obs.dtype)
-        self._mask[0].fill_(1.0)
-        for t in range(H):
-            self._obs[t] = obs
-            if self._fused:
-                act, logp, state, obs, reward, terminated = step(params, obs, noise[t], scale, state)
-            else:
-                act, logp = step(params, obs, noise[t], scale, None)
-                obs, reward, terminated, _, _ = env.step(act)
-            self._act[t] = act
-            self._logp[t] = logp
-            self._rew[t] = reward
-            if t + 1 < H:
-                torch.logical_not(terminated, out=self._mask[t + 1])
         if self._fused:
+            state, k = env.state, self.steps_per_call
+            for t in range(0, H, k):
+                chunk = slice(t, t + k)
+                (self._obs[chunk], self._act[chunk], self._logp[chunk], self._rew[chunk], self._term[chunk], obs,
+                 state) = body(params, obs, noise[chunk], scale, state)
             env.set_state(state, H)
+        else:
+            for t in range(H):
+                self._obs[t] = obs
+                self._act[t], self._logp[t] = body(params, obs, noise[t], scale)
+                obs, self._rew[t], self._term[t], _, _ = env.step(self._act[t])
+        mask = torch.ones(H, N, device=obs.device, dtype=obs.dtype)  # running when the step was taken
+        mask[1:] = ~self._term[:-1]
 
         def tasks_first(buf: torch.Tensor) -> torch.Tensor:  # (H, T*E, ...) -> (T, E, H, ...)
             return buf.view(H, T, E, *buf.shape[2:]).movedim(0, 2).clone()
@@ -109,28 +113,45 @@ class BatchedSampler:
             obs=tasks_first(self._obs),
             actions=tasks_first(self._act),
             rewards=tasks_first(self._rew),
-            mask=tasks_first(self._mask),
+            mask=tasks_first(mask),
             log_probs=tasks_first(self._logp),
         )
 
-    # One step for shared and one for per-task params: two functions, so each compiles to its own graph.
-    def _step_shared(self, params: Params, obs: torch.Tensor, noise: torch.Tensor, scale: torch.Tensor, state):
-        mean, log_std = policy_outputs(self.policy, params, obs)
-        return self._sample_and_step(mean, log_std, noise, scale, state)
+    # Shared and per-task params go through separate functions, so that each compiles to its own graph.
+    def _act_shared(self, params: Params, obs: torch.Tensor, noise: torch.Tensor, scale: torch.Tensor):
+        return self._sample(params, obs, noise, scale, shared=True)
 
-    def _step_per_task(self, params: Params, obs: torch.Tensor, noise: torch.Tensor, scale: torch.Tensor, state):
-        T, E = self.env.num_tasks, self.env.episodes_per_task
-        mean, log_std = batched_policy_outputs(self.policy, params, obs.view(T, E, self.obs_dim))
-        return self._sample_and_step(mean.reshape(-1, self.act_dim), log_std.reshape(-1, self.act_dim), noise, scale, state)
+    def _act_per_task(self, params: Params, obs: torch.Tensor, noise: torch.Tensor, scale: torch.Tensor):
+        return self._sample(params, obs, noise, scale, shared=False)
 
-    def _sample_and_step(self, mean, log_std, noise, scale, state):
-        """(action, log pi(action)), plus (next state, obs, reward, terminated) for a TensorDynamicsEnv.
+    def _fused_shared(self, params: Params, obs: torch.Tensor, noise: torch.Tensor, scale: torch.Tensor, state):
+        return self._fused_steps(params, obs, noise, scale, state, shared=True)
 
-        The action is mean + std * z with z = scale * noise, so its log-probability needs no second policy
-        pass: sum(-z^2 / 2 - log_std - log(2 pi) / 2)."""
+    def _fused_per_task(self, params: Params, obs: torch.Tensor, noise: torch.Tensor, scale: torch.Tensor, state):
+        return self._fused_steps(params, obs, noise, scale, state, shared=False)
+
+    def _sample(self, params: Params, obs: torch.Tensor, noise: torch.Tensor, scale: torch.Tensor, shared: bool):
+        """(action, log pi(action)) for every sub-env. The action is mean + std * z with z = scale * noise, so
+        its log-probability needs no second policy pass: sum(-z^2 / 2 - log_std - log(2 pi) / 2)."""
+        if shared:
+            mean, log_std = policy_outputs(self.policy, params, obs)
+        else:
+            T, E = self.env.num_tasks, self.env.episodes_per_task
+            mean, log_std = batched_policy_outputs(self.policy, params, obs.view(T, E, self.obs_dim))
+            mean, log_std = mean.reshape(-1, self.act_dim), log_std.reshape(-1, self.act_dim)
         z = scale * noise
         act = mean + torch.exp(log_std) * z
-        logp = (-0.5 * z * z - log_std - _HALF_LOG_2PI).sum(-1)
-        if state is None:
-            return act, logp
-        return (act, logp, *self.env.transition(state, act.to(self.env.dtype)))
+        return act, (-0.5 * z * z - log_std - _HALF_LOG_2PI).sum(-1)
+
+    def _fused_steps(self, params: Params, obs: torch.Tensor, noise: torch.Tensor, scale: torch.Tensor, state,
+                     shared: bool):
+        """len(noise) steps of policy and env transition: the per-step observations, actions, log-probs,
+        rewards and terminated flags stacked (k, N, ...), then the last observation and the env state."""
+        out: tuple[list, ...] = ([], [], [], [], [])
+        for t in range(noise.shape[0]):
+            act, logp = self._sample(params, obs, noise[t], scale, shared)
+            before = obs
+            state, obs, reward, terminated = self.env.transition(state, act.to(self.env.dtype))
+            for buf, x in zip(out, (before, act, logp, reward, terminated)):
+                buf.append(x)
+        return (*(torch.stack(b) for b in out), obs, state)
