@@ -58,7 +58,8 @@ def build_learner(cfg: Config, model: torch.nn.Module, dist: envs.SupervisedTask
     if lc.algo == "maml":
         return MAML(objective, init, inner_lr=lc.inner_lr, inner_steps=lc.inner_steps, first_order=lc.first_order,
                     learn_inner_lr=lc.learn_inner_lr, step_loss=lc.step_loss,
-                    learn_step_scale=lc.learn_step_scale, step_loss_weights=lc.step_loss_weights)
+                    learn_step_scale=lc.learn_step_scale, step_loss_weights=lc.step_loss_weights,
+                    inner_lr_per_step=lc.inner_lr_per_step)
     if lc.algo == "reptile":
         return Reptile(objective, init, inner_lr=lc.inner_lr, inner_steps=lc.inner_steps)
     if lc.algo == "lstm":

@@ -60,6 +60,9 @@ class LearnerConfig:
     """Learn one inner step size per parameter entry (Meta-SGD; learned in log space, initialised at inner_lr)."""
     learn_step_scale: bool = False
     """Learn one step-size multiplier per inner step (steps beyond inner_steps reuse the last one)."""
+    inner_lr_per_step: bool = False
+    """With learn_inner_lr: a separate learned step size per parameter entry for each inner step (steps beyond
+    inner_steps reuse the last step's)."""
     step_loss: Literal["last", "mean"] = "last"
     """Outer loss on the last inner step only, or the mean over all inner steps (multi-step loss)."""
     step_loss_weights: tuple[float, ...] = ()
@@ -188,6 +191,8 @@ class Config:
             raise ConfigError(f"model.hidden widths must be positive, got {list(self.model.hidden)}")
         if self.learner.algo == "reptile" and (self.learner.learn_inner_lr or self.learner.learn_step_scale):
             raise ConfigError("learned step sizes are not defined for reptile (no gradient flows to them)")
+        if self.learner.inner_lr_per_step and not (self.learner.algo == "maml" and self.learner.learn_inner_lr):
+            raise ConfigError("learner.inner_lr_per_step needs learner.algo maml with learner.learn_inner_lr")
         return self
 
 

@@ -135,6 +135,50 @@ def test_learned_step_scales_match_finite_differences_and_extend_past_training_s
     torch.testing.assert_close(path[3]["0.weight"], path[2]["0.weight"] - lr["0.weight"] * g["0.weight"])
 
 
+def test_per_step_learning_rates_match_finite_differences_and_extend_past_training_steps():
+    model, support, query = small_problem(tasks=2, k=4)
+    learner = MAML(SupervisedObjective(model), parameters_of(model), inner_lr=0.05, inner_steps=2,
+                   learn_inner_lr=True, inner_lr_per_step=True, learn_step_scale=True, step_loss_weights=(2.0, 1.0))
+    meta = learner.init_meta_params()
+    assert all(v.shape == (2, *meta["theta"][k].shape) for k, v in meta["log_inner_lr"].items())
+    g = torch.Generator().manual_seed(1)
+    meta["log_inner_lr"] = {k: v + 0.3 * torch.randn(v.shape, generator=g) for k, v in meta["log_inner_lr"].items()}
+    meta["log_step_scale"]["steps"] = torch.tensor([0.3, -0.2])
+    grads = learner.meta_gradient(meta, support, query)[0]
+    # both steps' sizes get a gradient of their own, and all of it matches finite differences
+    assert all(v[0].abs().max() > 0 and v[1].abs().max() > 0 for v in grads["log_inner_lr"].values())
+    torch.testing.assert_close(flat(grads), fd_gradient(learner, meta, support, query), rtol=1e-6, atol=1e-8)
+    # step s uses its own sizes; a third step (evaluation beyond training) reuses the second step's
+    path = learner.adapt_path(meta, support, 3)
+    inner_grad = torch.func.vmap(torch.func.grad(learner.objective.inner_loss))
+    scales = meta["log_step_scale"]["steps"].exp()
+    for s, i in ((0, 0), (1, 1), (2, 1)):
+        g_s = inner_grad(path[s], support)
+        for k in path[s]:
+            lr = meta["log_inner_lr"][k][i].exp() * scales[i]
+            torch.testing.assert_close(path[s + 1][k], path[s][k] - lr * g_s[k])
+    # per-step sizes all equal to the shared ones give the same adaptation as plain Meta-SGD
+    shared = MAML(SupervisedObjective(model), parameters_of(model), inner_lr=0.05, inner_steps=2, learn_inner_lr=True)
+    per_step = MAML(SupervisedObjective(model), parameters_of(model), inner_lr=0.05, inner_steps=2,
+                    learn_inner_lr=True, inner_lr_per_step=True)
+    torch.testing.assert_close(per_step.meta_loss(per_step.init_meta_params(), support, query)[0],
+                               shared.meta_loss(shared.init_meta_params(), support, query)[0])
+    with pytest.raises(ValueError, match="inner_lr_per_step"):
+        MAML(SupervisedObjective(model), parameters_of(model), inner_steps=2, inner_lr_per_step=True)
+
+
+def test_config_rejects_per_step_learning_rates_without_meta_sgd():
+    from metarl.config import Config
+    from metarl.errors import ConfigError
+
+    cfg = Config()
+    cfg.learner.inner_lr_per_step = True
+    with pytest.raises(ConfigError, match="inner_lr_per_step"):
+        cfg.validate()
+    cfg.learner.learn_inner_lr = True
+    cfg.validate()
+
+
 def test_multi_step_loss_averages_query_losses_over_steps():
     model, support, query = small_problem()
     init = parameters_of(model)

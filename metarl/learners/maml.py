@@ -18,6 +18,10 @@ hundred iterations.
 With `learn_step_scale`, step s also multiplies its step sizes by exp(log_step_scale[s]) (one learned scalar
 per inner step; evaluation beyond the trained number of steps reuses the last one), so an early step can be
 long while later steps stay within the stability limit.
+
+With `inner_lr_per_step` (Meta-SGD only), each inner step has its own learned step size per parameter entry
+("log_inner_lr" holds a leading axis of length inner_steps; evaluation beyond the trained number of steps
+reuses the last step's), so the first step's sizes need not compromise with the stability of later steps.
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ class MAML(MetaLearner):
         step_loss: StepLoss = "last",
         learn_step_scale: bool = False,
         step_loss_weights: tuple[float, ...] = (),
+        inner_lr_per_step: bool = False,
     ):
         if inner_steps < 1:
             raise ValueError(f"inner_steps must be at least 1, got {inner_steps}")
@@ -51,6 +56,8 @@ class MAML(MetaLearner):
             raise ValueError(f"inner_lr must be positive, got {inner_lr}")
         if step_loss not in ("last", "mean"):
             raise ValueError(f"step_loss must be 'last' or 'mean', got {step_loss!r}")
+        if inner_lr_per_step and not learn_inner_lr:
+            raise ValueError("inner_lr_per_step needs learn_inner_lr (per-step sizes are learned Meta-SGD sizes)")
         self.objective = objective
         self._init = {k: v.detach().clone() for k, v in init_params.items()}
         self.inner_lr = float(inner_lr)
@@ -59,6 +66,7 @@ class MAML(MetaLearner):
         self.learn_inner_lr = bool(learn_inner_lr)
         self.step_loss = step_loss
         self.learn_step_scale = bool(learn_step_scale)
+        self.inner_lr_per_step = bool(inner_lr_per_step)
         if step_loss_weights:
             if len(step_loss_weights) != inner_steps or min(step_loss_weights) < 0 or sum(step_loss_weights) <= 0:
                 raise ValueError(f"step_loss_weights needs {inner_steps} non-negative weights with a positive sum, "
@@ -73,14 +81,17 @@ class MAML(MetaLearner):
     def init_meta_params(self) -> MetaParams:
         meta: MetaParams = {"theta": {k: v.clone() for k, v in self._init.items()}}
         if self.learn_inner_lr:
-            meta["log_inner_lr"] = {k: torch.full_like(v, math.log(self.inner_lr)) for k, v in self._init.items()}
+            lead = (self.inner_steps,) if self.inner_lr_per_step else ()
+            meta["log_inner_lr"] = {k: torch.full((*lead, *v.shape), math.log(self.inner_lr), dtype=v.dtype,
+                                                  device=v.device) for k, v in self._init.items()}
         if self.learn_step_scale:
             any_param = next(iter(self._init.values()))
             meta["log_step_scale"] = {"steps": torch.zeros(self.inner_steps, dtype=any_param.dtype, device=any_param.device)}
         return meta
 
     def _lrs(self, meta: MetaParams) -> tuple[dict[str, Any], torch.Tensor | None]:
-        """Step sizes per parameter, and the per-step multipliers (None when not learned)."""
+        """Step sizes per parameter (with a leading step axis when inner_lr_per_step), and the per-step
+        multipliers (None when not learned)."""
         scales = meta["log_step_scale"]["steps"].exp() if self.learn_step_scale else None
         if self.learn_inner_lr:
             return {k: v.exp() for k, v in meta["log_inner_lr"].items()}, scales
@@ -95,8 +106,10 @@ class MAML(MetaLearner):
             g = grad(self.objective.inner_loss)(params, support)
             if self.first_order:
                 g = {k: v.detach() for k, v in g.items()}
-            scale = 1.0 if scales is None else scales[min(s, self.inner_steps - 1)]
-            params = {k: params[k] - (lr[k] * scale) * g[k] for k in params}
+            i = min(s, self.inner_steps - 1)  # steps past the trained ones reuse the last step's sizes
+            scale = 1.0 if scales is None else scales[i]
+            lr_s = {k: v[i] for k, v in lr.items()} if self.inner_lr_per_step else lr
+            params = {k: params[k] - (lr_s[k] * scale) * g[k] for k in params}
             path.append(params)
         return path
 
