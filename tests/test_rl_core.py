@@ -140,3 +140,34 @@ def test_gaussian_kl_zero_on_equal_and_matches_closed_form():
     # 1-D check: KL(N(0,1) || N(1, e^2)) = 1 + (1 + 1) / (2 e^2) - 0.5
     kl = gaussian_kl(torch.zeros(1, 1), torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1))
     assert torch.allclose(kl, torch.tensor([1 + 2 / (2 * torch.e**2) - 0.5]))
+
+
+def test_action_scale_scales_the_gaussian_and_the_output_layers_gradient_only():
+    """action_scale s: same distributions as the unscaled policy with the output layer times s and log_std + log s;
+    the log-likelihood's gradient is the same in the hidden layers and s times smaller in the output layer."""
+    gen = torch.Generator().manual_seed(0)
+    s = 0.1
+    scaled = GaussianMLPPolicy(2, 2, hidden=(5,), init_std=0.8, generator=gen, action_scale=s).double()
+    plain = GaussianMLPPolicy(2, 2, hidden=(5,), init_std=0.8).double()
+    p_scaled = parameters_of(scaled)
+    p_plain = {k: v.clone() for k, v in p_scaled.items()}
+    p_plain["mean.2.weight"] = p_plain["mean.2.weight"] * s
+    p_plain["mean.2.bias"] = p_plain["mean.2.bias"] * s
+    p_plain["log_std"] = p_plain["log_std"] + torch.log(torch.tensor(s, dtype=torch.float64))
+    obs = torch.randn(7, 2, generator=gen, dtype=torch.float64)
+    actions = 0.1 * torch.randn(7, 2, generator=gen, dtype=torch.float64)
+    m_s, ls_s = scaled.apply_params(p_scaled, obs)
+    m_p, ls_p = plain.apply_params(p_plain, obs)
+    assert torch.allclose(m_s, m_p) and torch.allclose(ls_s, ls_p)
+    assert torch.allclose(ls_s.exp(), torch.full_like(ls_s, 0.8 * s))
+    assert torch.allclose(scaled(obs)[0], m_s)
+
+    def g(policy, params):
+        return grad(lambda p: gaussian_log_prob(*policy.apply_params(p, obs), actions).sum())(params)
+
+    g_s, g_p = g(scaled, p_scaled), g(plain, p_plain)
+    assert torch.allclose(g_s["mean.0.weight"], g_p["mean.0.weight"])
+    assert torch.allclose(g_s["mean.2.bias"], s * g_p["mean.2.bias"])
+    assert torch.allclose(g_s["log_std"], g_p["log_std"])
+    with pytest.raises(ValueError, match="action_scale"):
+        GaussianMLPPolicy(2, 2, action_scale=0.0)

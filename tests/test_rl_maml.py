@@ -1,12 +1,15 @@
 """MAML-RL: the meta-gradient through the inner step against finite differences (float64), the TRPO step's
 KL bound, the importance ratio before the first update, first-order vs second-order, reproducibility."""
+import math
+
 import pytest
 import torch
+from torch.func import grad
 
 from envs.navigation import BatchedNavigation2D, Navigation2DTasks
 from metarl.models import parameters_of
 from metarl.rl.advantages import process_rollouts
-from metarl.rl.maml_rl import MAMLRL, adapt_per_task
+from metarl.rl.maml_rl import LOG_LR_PREFIX, MAMLRL, adapt_per_task
 from metarl.rl.policy import GaussianMLPPolicy, batched_policy_outputs, expand_params, gaussian_log_prob
 from metarl.rl.reptile_rl import ReptileRL
 from metarl.rl.sampler import BatchedSampler
@@ -222,3 +225,117 @@ def test_gauss_newton_kl_hvp_equals_autograd_hvp_at_the_old_params(first_order):
     gn = algo.kl_hvp_gauss_newton(theta, support, q, v)
     for k, h in zip(th, hv):
         assert torch.allclose(gn[k], h, atol=1e-10, rtol=1e-8), k
+
+
+def multi_step_case(weights=(), first_order=False, learn_inner_lr=False):
+    """tiny_case with two inner steps: supports D_0, D_1 and queries D_1, D_2 (the old policies attached)."""
+    gen = torch.Generator().manual_seed(1)
+    policy = GaussianMLPPolicy(2, 2, hidden=(3,), activation="tanh", init_std=0.7, generator=gen).double()
+    algo = MAMLRL(policy, parameters_of(policy), inner_lr=0.5, first_order=first_order, inner_steps=2,
+                  step_loss_weights=weights, learn_inner_lr=learn_inner_lr)
+    theta = algo.init_params()
+
+    def data():
+        return {
+            "obs": torch.randn(1, 2, 3, 2, generator=gen, dtype=torch.float64),
+            "actions": torch.randn(1, 2, 3, 2, generator=gen, dtype=torch.float64),
+            "advantages": torch.randn(1, 2, 3, generator=gen, dtype=torch.float64),
+            "mask": torch.tensor([[[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]], dtype=torch.float64),
+        }
+
+    d0, d1, d2 = data(), data(), data()
+    support, query = [d0, d1], algo.with_old_policy(theta, [d0, d1], [d1, d2])
+    theta = {k: v + 0.1 * torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in theta.items()}
+    return algo, theta, support, query
+
+
+def test_two_inner_steps_take_the_second_step_on_the_second_data_from_the_first_steps_params():
+    algo, theta, support, query = multi_step_case()
+    one = lambda d: {k: v[0] for k, v in d.items()}  # noqa: E731
+    inner = algo.objective.inner_loss
+    # by hand: phi_1 from D_0 at theta, phi_2 from D_1 at phi_1, loss on D_2
+    g0 = grad(inner)(theta, one(support[0]))
+    phi1 = {k: theta[k] - 0.5 * g0[k] for k in theta}
+    g1 = grad(inner)(phi1, one(support[1]))
+    phi2 = {k: phi1[k] - 0.5 * g1[k] for k in theta}
+    expected, metrics = algo.objective.outer_loss(phi2, one(query[1]))
+    loss, kl, _ = algo.loss_and_kl(theta, support, query)
+    assert torch.allclose(loss, expected, atol=1e-12) and torch.allclose(kl, metrics["kl"], atol=1e-12)
+    # the adapted params of the path are those that sampled each query (the old policy's log-probs)
+    path = algo.adapt_path(theta, support)
+    assert all(torch.allclose(path[1][k][0], phi2[k], atol=1e-12) for k in theta)
+
+
+@pytest.mark.parametrize("weights", [(), (0.5, 0.5)])
+def test_two_step_meta_gradient_matches_finite_differences(weights):
+    algo, theta, support, query = multi_step_case(weights)
+    th = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+    grads = torch.autograd.grad(algo.loss_and_kl(th, support, query)[0], list(th.values()))
+    fd = finite_difference(lambda t: algo.loss_and_kl(t, support, query)[0], theta)
+    for (k, g_fd), g in zip(fd.items(), grads):
+        assert torch.allclose(g, g_fd, atol=1e-7, rtol=1e-5), k
+
+
+def test_step_loss_weights_mix_the_steps_surrogates():
+    (a_first, theta, s, q), (a_last, _, _, _), (a_mix, _, _, _) = (multi_step_case(w) for w in [(1, 0), (0, 1), (1, 3)])
+    l1, l2, lm = (a.loss_and_kl(theta, s, q)[0] for a in (a_first, a_last, a_mix))
+    assert not torch.allclose(l1, l2)
+    assert torch.allclose(lm, 0.25 * l1 + 0.75 * l2, atol=1e-12)
+    with pytest.raises(ValueError, match="step_loss_weights"):
+        multi_step_case((1.0,))
+
+
+def test_multi_step_iteration_collects_once_per_step_and_is_reproducible():
+    runs = []
+    for _ in range(2):
+        algo, collect, T, last = nav_setup(seed=3, inner_steps=3)
+        calls = []
+        counted = lambda p: (calls.append(p), collect(p))[1]  # noqa: E731
+        theta, m = algo.iteration(algo.init_params(), T, counted)
+        assert len(calls) == 4 and {"return_step1", "return_step2", "return_post"} <= set(m)
+        assert m["accepted"] == 1.0
+        runs.append(theta)
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+def test_learned_inner_lr_starts_at_inner_lr_and_its_meta_gradient_matches_finite_differences():
+    fixed, theta_f, support, query = multi_step_case()
+    learned = MAMLRL(fixed.policy, fixed.init_params(), inner_lr=0.5, inner_steps=2, learn_inner_lr=True)
+    init = learned.init_params()
+    lr_keys = [k for k in init if k.startswith(LOG_LR_PREFIX)]
+    assert sorted(lr_keys) == sorted(LOG_LR_PREFIX + k for k in theta_f)
+    assert all(torch.allclose(init[k], torch.full_like(init[k], math.log(0.5))) for k in lr_keys)
+    # at the initial step sizes Meta-SGD is MAML with inner_lr
+    same = {**init, **theta_f}
+    assert torch.allclose(learned.loss_and_kl(same, support, query)[0], fixed.loss_and_kl(theta_f, support, query)[0])
+    gen = torch.Generator().manual_seed(5)
+    theta = {k: v + 0.05 * torch.randn(v.shape, generator=gen, dtype=v.dtype) if k in lr_keys else v
+             for k, v in same.items()}
+    th = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+    grads = dict(zip(th, torch.autograd.grad(learned.loss_and_kl(th, support, query)[0], list(th.values()))))
+    fd = finite_difference(lambda t: learned.loss_and_kl(t, support, query)[0], theta)
+    for k in theta:
+        assert torch.allclose(grads[k], fd[k], atol=1e-7, rtol=1e-5), k
+    assert all(float(grads[k].abs().max()) > 0 for k in lr_keys)
+    # the adaptation uses exp(log step size) per entry
+    policy_params, lr = learned.adaptation(theta)
+    assert set(policy_params) == set(theta_f)
+    assert torch.allclose(lr["log_std"], theta[LOG_LR_PREFIX + "log_std"].exp())
+
+
+def test_step_lr_scales_shorten_the_later_steps_in_training_and_repeat_the_last():
+    algo, theta, support, query = multi_step_case()
+    scaled = MAMLRL(algo.policy, algo.init_params(), inner_lr=0.5, inner_steps=2, step_lr_scales=(1.0, 0.2))
+    assert scaled.step_size(0.5, 0) == 0.5 and scaled.step_size(0.5, 1) == pytest.approx(0.1)
+    assert scaled.step_size(0.5, 5) == pytest.approx(0.1)  # evaluation beyond the trained steps: the last scale
+    one = lambda d: {k: v[0] for k, v in d.items()}  # noqa: E731
+    inner = algo.objective.inner_loss
+    g0 = grad(inner)(theta, one(support[0]))
+    phi1 = {k: theta[k] - 0.5 * g0[k] for k in theta}
+    g1 = grad(inner)(phi1, one(support[1]))
+    phi2 = {k: phi1[k] - 0.1 * g1[k] for k in theta}
+    expected, _ = algo.objective.outer_loss(phi2, one(query[1]))
+    assert torch.allclose(scaled.loss_and_kl(theta, support, query)[0], expected, atol=1e-12)
+    assert not torch.allclose(algo.loss_and_kl(theta, support, query)[0], expected)
+    with pytest.raises(ValueError, match="step_lr_scales"):
+        MAMLRL(algo.policy, algo.init_params(), step_lr_scales=(1.0, 0.0))

@@ -76,3 +76,44 @@ def test_train_script_reports_bad_config_in_one_line(tmp_path):
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert p.returncode == 2
     assert p.stderr.strip().splitlines()[-1].startswith("error: unknown config key 'algo.inner_lrr'")
+
+
+def test_evaluation_adapts_with_the_learned_inner_lrs(tmp_path):
+    from metarl.rl.build import build_rl
+    from metarl.rl.evaluate import evaluate_rl
+    from metarl.rl.maml_rl import LOG_LR_PREFIX
+
+    fixed_cfg = tiny_cfg(tmp_path / "fixed")
+    learned_cfg = tiny_cfg(tmp_path / "learned")
+    learned_cfg.algo.learn_inner_lr = True
+    fixed_run, learned_run = build_rl(fixed_cfg), build_rl(learned_cfg)
+    theta = learned_run.algo.init_params()
+    assert {k for k in theta if k.startswith(LOG_LR_PREFIX)} == {LOG_LR_PREFIX + k for k in fixed_run.algo.init_params()}
+    policy_only = {k: v for k, v in theta.items() if not k.startswith(LOG_LR_PREFIX)}
+    ref = evaluate_rl(fixed_cfg, fixed_run, policy_only)["return"]["mean"]
+    same = evaluate_rl(learned_cfg, learned_run, theta)["return"]["mean"]
+    assert same == pytest.approx(ref, abs=1e-4)
+    big = {k: (v + 3.0 if k.startswith(LOG_LR_PREFIX) else v) for k, v in theta.items()}
+    moved = evaluate_rl(learned_cfg, learned_run, big)["return"]["mean"]
+    assert moved[0] == ref[0] and moved[1:] != pytest.approx(ref[1:], abs=1e-3)
+    # and a learned-lr run trains, checkpoints its step sizes and resumes
+    learned_cfg.train.iterations = 1
+    trainer = RLTrainer(learned_cfg)
+    trainer.run_training()
+    saved = torch.load(tmp_path / "learned" / "checkpoint.pt", weights_only=True)["meta_params"]["theta"]
+    assert any(k.startswith(LOG_LR_PREFIX) for k in saved)
+
+
+def test_evaluation_uses_the_step_lr_scales(tmp_path):
+    from metarl.rl.build import build_rl
+    from metarl.rl.evaluate import evaluate_rl
+
+    results = []
+    for scales in [(), (1.0, 1e-6)]:
+        cfg = tiny_cfg(tmp_path / f"s{len(scales)}")
+        cfg.algo.step_lr_scales = scales
+        run = build_rl(cfg)
+        results.append(evaluate_rl(cfg, run, run.algo.init_params())["return"]["mean"])
+    plain, scaled = results
+    # the same first step; the second one is 1e6 times shorter
+    assert scaled[:2] == plain[:2] and scaled[2] != pytest.approx(plain[2], abs=1e-4)

@@ -37,13 +37,15 @@ def build_rl(cfg: RLConfig) -> RLRun:
     act_dim = int(probe.single_action_space.shape[0])
     gen = torch.Generator().manual_seed(cfg.seed)
     policy = GaussianMLPPolicy(obs_dim, act_dim, cfg.policy.hidden, cfg.policy.activation, cfg.policy.init_std,
-                               generator=gen, last_layer_scale=cfg.policy.last_layer_scale).to(device)
+                               generator=gen, last_layer_scale=cfg.policy.last_layer_scale,
+                               action_scale=cfg.policy.action_scale).to(device)
     init = parameters_of(policy)
     a = cfg.algo
     if a.algo in ("maml_trpo", "maml_ppo"):
         trpo = TRPOSettings(a.max_kl, a.cg_iters, a.cg_damping, a.ls_max_steps, a.ls_backtrack, a.hvp_task_fraction, a.hvp)
         algo = MAMLRL(policy, init, a.inner_lr, a.first_order, a.estimator, "trpo" if a.algo == "maml_trpo" else "ppo",
-                      trpo, a.ppo_clip, a.ppo_epochs, a.ppo_lr)
+                      trpo, a.ppo_clip, a.ppo_epochs, a.ppo_lr, a.inner_steps, tuple(a.step_loss_weights),
+                      a.learn_inner_lr, tuple(a.step_lr_scales))
     elif a.algo == "reptile":
         algo = ReptileRL(policy, init, a.inner_lr, a.inner_steps, a.reptile_epsilon, a.estimator)
     else:  # the config's Literal already rejects this; kept for direct callers

@@ -33,6 +33,10 @@ class PolicyConfig:
     """Initial standard deviation of the Gaussian (state independent, learned)."""
     last_layer_scale: float = 1.0
     """Multiplies the initial weights and bias of the mean's output layer (e.g. 0.01: initial mean near 0)."""
+    action_scale: float = 1.0
+    """The Gaussian is parametrised in units of this (action = action_scale * a', a' ~ N(mlp(obs), std^2);
+    init_std is in those units): rllab's normalised actions with the action bound here (0.1 for Navigation2D).
+    Changes the geometry of the inner gradient step, not what the policy can express."""
 
 
 @dataclass
@@ -44,9 +48,18 @@ class AlgoConfig:
     estimator: Literal["reinforce", "dice", "lvc"] = "reinforce"
     """Inner-loss gradient estimator: plain REINFORCE, (Loaded) DiCE, or ProMP's low-variance curvature."""
     inner_lr: float = 0.1
-    """Inner policy-gradient step size alpha."""
+    """Inner policy-gradient step size alpha (the initial value of the learned ones with learn_inner_lr)."""
+    step_lr_scales: tuple[float, ...] = ()
+    """MAML: multipliers of the inner step size for steps 1, 2, ... (the last repeats for further steps), in
+    training and in the held-out evaluation; empty = 1 for every step."""
+    learn_inner_lr: bool = False
+    """MAML: learn one inner step size per policy parameter entry (Meta-SGD), in log space, by the outer step."""
     inner_steps: int = 1
-    """Reptile only: adaptation steps per task (MAML trains with one step)."""
+    """Adaptation steps per task in training: MAML differentiates through all of them (each step collects
+    fresh episodes with the policy of the previous one, as the evaluation does); Reptile's inner loop."""
+    step_loss_weights: tuple[float, ...] = ()
+    """MAML: weights of the outer surrogate (and KL) of the policies after 1..inner_steps steps, normalised to
+    sum 1; empty = the last step only."""
     gamma: float = 0.99
     """Discount factor of returns and GAE."""
     gae_lambda: float = 1.0
@@ -142,6 +155,7 @@ class RLConfig:
             "env.episodes_per_task": self.env.episodes_per_task,
             "policy.init_std": self.policy.init_std,
             "policy.last_layer_scale": self.policy.last_layer_scale,
+            "policy.action_scale": self.policy.action_scale,
             "algo.inner_lr": self.algo.inner_lr,
             "algo.inner_steps": self.algo.inner_steps,
             "algo.max_kl": self.algo.max_kl,
@@ -168,6 +182,18 @@ class RLConfig:
         )
         if any(h <= 0 for h in self.policy.hidden):
             raise ConfigError(f"policy.hidden widths must be positive, got {list(self.policy.hidden)}")
+        w = self.algo.step_loss_weights
+        if w and (len(w) != self.algo.inner_steps or min(w) < 0 or sum(w) <= 0):
+            raise ConfigError(f"algo.step_loss_weights needs algo.inner_steps = {self.algo.inner_steps} non-negative "
+                              f"weights with a positive sum, got {list(w)}")
+        if self.algo.algo == "maml_trpo" and self.algo.hvp == "gauss_newton" and (self.algo.inner_steps > 1
+                                                                                   or self.algo.learn_inner_lr):
+            raise ConfigError("algo.hvp gauss_newton supports algo.inner_steps = 1 without learn_inner_lr only; "
+                              "use autograd")
+        if any(not x > 0 for x in self.algo.step_lr_scales):
+            raise ConfigError(f"algo.step_lr_scales must be positive, got {list(self.algo.step_lr_scales)}")
+        if self.algo.learn_inner_lr and self.algo.algo == "reptile":
+            raise ConfigError("algo.learn_inner_lr is for MAML (maml_trpo, maml_ppo), not reptile")
         from envs.batched_registry import known_batched_envs
 
         if self.env.name not in known_batched_envs():

@@ -31,7 +31,8 @@ def evaluate_rl(cfg: RLConfig, run, theta: Params, num_tasks: int | None = None)
     env = make_batched_env(cfg.env.name, n, e.episodes_per_task, run.horizon, device=run.device)
     sampler = BatchedSampler(env, run.policy)
     objective = run.algo.objective if isinstance(run.algo.objective, RLObjective) else RLObjective(run.policy)
-    params = expand_params({k: v.to(run.device) for k, v in theta.items()}, n)
+    policy_params, lr = run.algo.adaptation({k: v.to(run.device) for k, v in theta.items()})
+    params = expand_params(policy_params, n)
     per_step, trajectories = [], []
     for k in range(e.steps + 1):
         r = sampler.collect(params, tasks, gen)
@@ -39,7 +40,7 @@ def evaluate_rl(cfg: RLConfig, run, theta: Params, num_tasks: int | None = None)
         trajectories.append((r.obs[: e.plot_tasks, :3].cpu(), r.mask[: e.plot_tasks, :3].cpu()))
         if k < e.steps:
             data = process_rollouts(r, cfg.algo.gamma, cfg.algo.gae_lambda, cfg.algo.normalize_advantages)
-            params = adapt_per_task(objective, params, data, cfg.algo.inner_lr)
+            params = adapt_per_task(objective, params, data, run.algo.step_size(lr, k))
     stats = [mean_ci95(v) for v in per_step]
     return {
         "steps": list(range(e.steps + 1)),

@@ -19,15 +19,27 @@ class GaussianMLPPolicy(nn.Module):
 
     The MAML paper's policy: 2 hidden layers of 100 ReLU units. The module's own weights are only initial
     values; the learners pass parameter dicts through `functional_call`.
+
+    `action_scale` s: the Gaussian is parametrised in units of s, i.e. the emitted action is s * a' with
+    a' ~ N(mlp(s), exp(log_std)^2) (mean and std both scaled; `init_std` is in those units). rllab's `normalize`
+    env wrapper, which the MAML paper's code used, does this with s = the action bound (0.1 for 2D navigation:
+    a' in [-1, 1]). It changes no distribution the policy can express, but it changes the geometry of a gradient
+    step: the log-likelihood's gradient in the output layer is 1/s times larger in the unscaled units, so one
+    step size (inner lr, TRPO's KL metric aside) moves the output layer s^2 times less relative to the hidden layers.
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (100, 100), activation: str = "relu",
-                 init_std: float = 1.0, generator: torch.Generator | None = None, last_layer_scale: float = 1.0):
+                 init_std: float = 1.0, generator: torch.Generator | None = None, last_layer_scale: float = 1.0,
+                 action_scale: float = 1.0):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}: expected one of {', '.join(_ACTIVATIONS)}")
         if not init_std > 0:
             raise ValueError(f"init_std must be positive, got {init_std}")
+        if not action_scale > 0:
+            raise ValueError(f"action_scale must be positive, got {action_scale}")
+        self.action_scale = float(action_scale)
+        self._log_action_scale = math.log(self.action_scale)
         layers: list[nn.Module] = []
         dims = [obs_dim, *hidden]
         for a, b in zip(dims[:-1], dims[1:]):
@@ -44,9 +56,13 @@ class GaussianMLPPolicy(nn.Module):
                 self.mean[-1].bias.mul_(last_layer_scale)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, log_std), each shaped like obs[..., :act_dim]."""
-        mean = self.mean(obs)
-        return mean, self.log_std.expand_as(mean)
+        """(mean, log_std) of the emitted action, each shaped like obs[..., :act_dim]."""
+        return self._scaled(self.mean(obs), self.log_std)
+
+    def _scaled(self, mean: torch.Tensor, log_std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.action_scale == 1.0:
+            return mean, log_std.expand_as(mean)
+        return mean * self.action_scale, (log_std + self._log_action_scale).expand_as(mean)
 
     def apply_params(self, params: Params, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """forward() as a pure function of a parameter dict: what functional_call computes, without its
@@ -57,7 +73,7 @@ class GaussianMLPPolicy(nn.Module):
             h = torch.nn.functional.linear(h, params[f"mean.{i}.weight"], params[f"mean.{i}.bias"])
             if i + 1 < n:
                 h = self.mean[i + 1](h)
-        return h, params["log_std"].expand_as(h)
+        return self._scaled(h, params["log_std"])
 
 
 def policy_outputs(policy: nn.Module, params: Params, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

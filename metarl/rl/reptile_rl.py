@@ -26,6 +26,14 @@ class ReptileRL:
     def init_params(self) -> Params:
         return {k: v.clone() for k, v in self._init.items()}
 
+    def adaptation(self, meta: Params) -> tuple[Params, float]:
+        """(policy parameters, step size): what an inner step starts from and uses."""
+        return meta, self.inner_lr
+
+    def step_size(self, lr: float, step: int) -> float:
+        """The step size of inner step `step`: the same for every step."""
+        return lr
+
     def iteration(self, theta: Params, num_tasks: int, collect: Collect) -> tuple[Params, dict[str, float]]:
         phi = expand_params(theta, num_tasks)
         returns = []
