@@ -25,6 +25,11 @@ from envs.base import TaskBatch
 class BatchedTaskEnv(gym.vector.VectorEnv):
     """Base class of batched envs. Subclasses implement `set_tasks`, `_reset`, `_step`."""
 
+    #: True for envs whose step runs on a CPU thread pool of their own (MuJoCo on CPU threads): a sampler then
+    #: keeps torch to one thread while it collects, so that torch's idle OpenMP workers (which spin after each
+    #: parallel op) do not take cores from the physics threads.
+    steps_on_own_threads: bool = False
+
     def __init__(
         self,
         num_tasks: int,

@@ -171,3 +171,41 @@ def test_action_scale_scales_the_gaussian_and_the_output_layers_gradient_only():
     assert torch.allclose(g_s["log_std"], g_p["log_std"])
     with pytest.raises(ValueError, match="action_scale"):
         GaussianMLPPolicy(2, 2, action_scale=0.0)
+
+
+def test_sampler_keeps_torch_to_one_thread_while_an_env_steps_on_its_own_threads():
+    import gymnasium as gym
+    import numpy as np
+
+    from envs.batched import BatchedTaskEnv
+
+    class ThreadedEnv(BatchedTaskEnv):  # stands in for MuJoCo on CPU threads; records torch's thread count
+        steps_on_own_threads = True
+
+        def __init__(self):
+            box = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
+            super().__init__(2, 2, 3, box, box)
+            self.seen = []
+
+        def set_tasks(self, tasks):
+            self.tasks = tasks
+
+        def _reset(self, seed):
+            return torch.zeros(4, 2), {}
+
+        def _step(self, actions):
+            self.seen.append(torch.get_num_threads())
+            done = torch.zeros(4, dtype=torch.bool)
+            return actions.clone(), -actions.pow(2).sum(-1), done, done, {}
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        env = ThreadedEnv()
+        policy = GaussianMLPPolicy(2, 2, hidden=(4,), generator=torch.Generator().manual_seed(0))
+        r = BatchedSampler(env, policy).collect(parameters_of(policy), {"goal": torch.zeros(2, 2)},
+                                                torch.Generator().manual_seed(0))
+        assert env.seen == [1, 1, 1] and torch.get_num_threads() == 2
+        assert r.rewards.shape == (2, 2, 3) and torch.all(r.mask == 1)
+    finally:
+        torch.set_num_threads(before)

@@ -53,6 +53,7 @@ class BatchedMujocoEnv(BatchedTaskEnv):
         if backend == "auto":
             backend = "warp" if warp_available() else "cpu"
         self.backend = backend
+        self.steps_on_own_threads = backend != "warp"
         self.task_distribution = tasks
         self.robot = tasks.robot
         n = num_tasks * episodes_per_task
