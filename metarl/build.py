@@ -44,7 +44,9 @@ def build_model(cfg: Config, dist: envs.SupervisedTaskDistribution, generator: t
     out_dim = getattr(dist, "output_dim", None) or getattr(dist, "ways")
     if cfg.model.arch == "mlp":
         in_dim = int(torch.Size(dist.input_shape).numel())
-        return MLP(in_dim, cfg.model.hidden, out_dim, generator=generator, input_scale=cfg.model.input_scale)
+        return MLP(in_dim, cfg.model.hidden, out_dim, generator=generator, input_scale=cfg.model.input_scale,
+                   activation=cfg.model.activation, residual=cfg.model.residual, norm=cfg.model.norm,
+                   gated=cfg.model.gated)
     from metarl.convnet import ConvNet  # classification only
 
     return ConvNet(in_channels=dist.input_shape[0], ways=out_dim, channels=cfg.model.channels, generator=generator)

@@ -42,6 +42,15 @@ class ModelConfig:
     """Hidden layer widths of the mlp."""
     input_scale: float = 1.0
     """Fixed factor applied to the mlp's input (e.g. 0.2 maps sinusoid x in [-5, 5] to [-1, 1])."""
+    activation: Literal["relu", "tanh", "silu", "gelu", "softplus"] = "relu"
+    """Hidden-layer nonlinearity of the mlp."""
+    residual: bool = False
+    """Make the mlp's equal-width hidden layers residual blocks h + act(Linear(norm(h))) (the first stays plain)."""
+    gated: bool = False
+    """Gated mlp hidden layers act(W_v h + b_v) * (W_g h + b_g) instead of act(W h + b) (twice the parameters)."""
+    norm: Literal["none", "layer"] = "none"
+    """Normalisation in the mlp: layer = LayerNorm before each residual block's Linear (after each hidden Linear
+    without residual); its gain and bias are adapted in the inner loop like the other parameters."""
     channels: int = 64
     """Filters per conv block (conv only)."""
 
