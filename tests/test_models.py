@@ -9,6 +9,7 @@ from metarl.errors import ConfigError
 from metarl.learners import MAML
 from metarl.models import ACTIVATIONS, MLP, parameters_of
 from metarl.objectives import SupervisedObjective
+from test_maml import fd_gradient, flat
 
 HAND_ACT = {
     "relu": lambda z: torch.clamp(z, min=0),
@@ -109,32 +110,6 @@ def test_gated_forward_matches_hand_written():
     h = h + torch.relu(n @ p["1.body.1.value.weight"].T + p["1.body.1.value.bias"]) * (
         n @ p["1.body.1.gate.weight"].T + p["1.body.1.gate.bias"])
     torch.testing.assert_close(model(x), h @ p["2.weight"].T + p["2.bias"])
-
-
-def flat(meta):
-    return torch.cat([t.reshape(-1) for g in meta.values() for t in g.values()])
-
-
-def unflat(vec, like):
-    out, i = {}, 0
-    for g, d in like.items():
-        out[g] = {}
-        for k, t in d.items():
-            out[g][k] = vec[i : i + t.numel()].view_as(t)
-            i += t.numel()
-    return out
-
-
-def fd_gradient(learner, meta, support, query, eps=1e-6):
-    x0 = flat(meta)
-    grad = torch.zeros_like(x0)
-    for i in range(x0.numel()):
-        e = torch.zeros_like(x0)
-        e[i] = eps
-        lp = learner.meta_loss(unflat(x0 + e, meta), support, query)[0]
-        lm = learner.meta_loss(unflat(x0 - e, meta), support, query)[0]
-        grad[i] = (lp - lm) / (2 * eps)
-    return grad
 
 
 @pytest.mark.parametrize("activation,residual,norm,gated", [("silu", True, "layer", False),
