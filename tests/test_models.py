@@ -9,7 +9,7 @@ from metarl.errors import ConfigError
 from metarl.learners import MAML
 from metarl.models import ACTIVATIONS, MLP, parameters_of
 from metarl.objectives import SupervisedObjective
-from test_maml import fd_gradient, flat
+from test_maml import fd_gradient, flat, float64_default  # noqa: F401 (an autouse fixture: float64 here too)
 
 HAND_ACT = {
     "relu": lambda z: torch.clamp(z, min=0),
@@ -18,14 +18,6 @@ HAND_ACT = {
     "gelu": lambda z: 0.5 * z * (1 + torch.erf(z / 2**0.5)),
     "softplus": lambda z: torch.log1p(torch.exp(z)),
 }
-
-
-@pytest.fixture(autouse=True)
-def float64_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
 
 
 def layer_norm(h, gain, bias, eps=1e-5):

@@ -249,16 +249,21 @@ def multi_step_case(weights=(), first_order=False, learn_inner_lr=False):
     return algo, theta, support, query
 
 
-def test_two_inner_steps_take_the_second_step_on_the_second_data_from_the_first_steps_params():
-    algo, theta, support, query = multi_step_case()
+def two_steps_by_hand(algo, theta, support, query, lr0, lr1):
+    """Task 0's phi_2 (phi_1 = theta - lr0 grad on D_0, phi_2 = phi_1 - lr1 grad on D_1) and its surrogate and
+    metrics on the query D_2."""
     one = lambda d: {k: v[0] for k, v in d.items()}  # noqa: E731
     inner = algo.objective.inner_loss
-    # by hand: phi_1 from D_0 at theta, phi_2 from D_1 at phi_1, loss on D_2
     g0 = grad(inner)(theta, one(support[0]))
-    phi1 = {k: theta[k] - 0.5 * g0[k] for k in theta}
+    phi1 = {k: theta[k] - lr0 * g0[k] for k in theta}
     g1 = grad(inner)(phi1, one(support[1]))
-    phi2 = {k: phi1[k] - 0.5 * g1[k] for k in theta}
-    expected, metrics = algo.objective.outer_loss(phi2, one(query[1]))
+    phi2 = {k: phi1[k] - lr1 * g1[k] for k in theta}
+    return (phi2, *algo.objective.outer_loss(phi2, one(query[1])))
+
+
+def test_two_inner_steps_take_the_second_step_on_the_second_data_from_the_first_steps_params():
+    algo, theta, support, query = multi_step_case()
+    phi2, expected, metrics = two_steps_by_hand(algo, theta, support, query, 0.5, 0.5)
     loss, kl, _ = algo.loss_and_kl(theta, support, query)
     assert torch.allclose(loss, expected, atol=1e-12) and torch.allclose(kl, metrics["kl"], atol=1e-12)
     # the adapted params of the path are those that sampled each query (the old policy's log-probs)
@@ -328,13 +333,7 @@ def test_step_lr_scales_shorten_the_later_steps_in_training_and_repeat_the_last(
     scaled = MAMLRL(algo.policy, algo.init_params(), inner_lr=0.5, inner_steps=2, step_lr_scales=(1.0, 0.2))
     assert scaled.step_size(0.5, 0) == 0.5 and scaled.step_size(0.5, 1) == pytest.approx(0.1)
     assert scaled.step_size(0.5, 5) == pytest.approx(0.1)  # evaluation beyond the trained steps: the last scale
-    one = lambda d: {k: v[0] for k, v in d.items()}  # noqa: E731
-    inner = algo.objective.inner_loss
-    g0 = grad(inner)(theta, one(support[0]))
-    phi1 = {k: theta[k] - 0.5 * g0[k] for k in theta}
-    g1 = grad(inner)(phi1, one(support[1]))
-    phi2 = {k: phi1[k] - 0.1 * g1[k] for k in theta}
-    expected, _ = algo.objective.outer_loss(phi2, one(query[1]))
+    _, expected, _ = two_steps_by_hand(algo, theta, support, query, 0.5, 0.1)
     assert torch.allclose(scaled.loss_and_kl(theta, support, query)[0], expected, atol=1e-12)
     assert not torch.allclose(algo.loss_and_kl(theta, support, query)[0], expected)
     with pytest.raises(ValueError, match="step_lr_scales"):
