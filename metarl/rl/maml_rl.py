@@ -270,10 +270,7 @@ class MAMLRL:
             data, ret = collect(phi)
             datas.append(data)
             returns.append(ret)
-        if self.inner_steps == 1:
-            theta, info = self.outer_step(theta, datas[0], datas[1])
-        else:
-            theta, info = self.outer_step(theta, datas[:-1], datas[1:])
+        theta, info = self.outer_step(theta, datas[:-1], datas[1:])
         steps = {f"return_step{s}": r for s, r in enumerate(returns[1:-1], start=1)}
         return theta, {"return_pre": returns[0], **steps, "return_post": returns[-1], **info}
 
