@@ -13,7 +13,7 @@ the same marginal distribution and share no task.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
@@ -68,25 +68,18 @@ class CheckerboardBoxTasks:
 
 
 class TaskDistribution(ABC):
-    """A distribution over tasks whose parameters are tensors.
-
-    Subclasses set `name` (the registry name), `kind` ("regression", "classification" or "rl") and
-    `env_id` (the registered single Gymnasium env), and implement `sample`.
-    """
+    """A distribution over tasks whose parameters are tensors. Subclasses set `name` (the family name in
+    `envs.registry`) and implement `sample`."""
 
     name: str = ""
-    kind: str = ""
-    env_id: str = ""
 
     @abstractmethod
     def sample(self, n: int, generator: torch.Generator, split: Split = "train") -> TaskBatch:
         """Parameters of `n` tasks of `split`, each value a tensor with leading dimension n."""
 
-    def make_env(self, task: TaskBatch | None = None, **kwargs: Any):
-        """A single Gymnasium env for one task (a TaskBatch of size 1, or None to choose at reset)."""
-        import gymnasium as gym
 
-        return gym.make(self.env_id, task=task, **kwargs)
+def num_tasks(tasks: TaskBatch) -> int:
+    return next(iter(tasks.values())).shape[0]
 
 
 def task_at(tasks: TaskBatch, i: int) -> TaskBatch:

@@ -29,14 +29,31 @@ HORIZON = 100
 class Navigation2DTasks(CheckerboardBoxTasks, TaskDistribution):
     """Goals uniform on [-0.5, 0.5]^2; train and test goals on the two colours of an 8 x 8 checkerboard."""
 
-    name = "navigation2d"
-    kind = "rl"
-    env_id = "metarl/Navigation2D-v0"
-    horizon = HORIZON
+    name = "Navigation2D"
 
     def sample(self, n: int, generator: torch.Generator, split: Split = "train") -> TaskBatch:
         u = self.unit_sample(n, 2, generator, split)
         return {"goal": GOAL_RANGE[0] + (GOAL_RANGE[1] - GOAL_RANGE[0]) * u}
+
+    def plot_adaptation(self, trace: dict):
+        """Trajectories of a few held-out goals before and after adaptation (trace: metarl.rl.source)."""
+        import matplotlib.pyplot as plt
+
+        goals = trace["tasks"]["goal"]
+        first, last = trace["steps"][0], trace["steps"][-1]
+        fig, axes = plt.subplots(1, goals.shape[0], figsize=(3.2 * goals.shape[0], 3.2), squeeze=False)
+        lim = GOAL_RANGE[1] + MAX_ACTION
+        for g, ax in enumerate(axes[0]):
+            for step, colour, label in ((first, "tab:gray", "before adaptation"), (last, "tab:blue", f"after {last} steps")):
+                obs, mask = trace["obs"][step][g], trace["mask"][step][g]
+                for e in range(obs.shape[0]):
+                    xy = obs[e, : max(int(mask[e].sum()), 1)]
+                    ax.plot(xy[:, 0], xy[:, 1], color=colour, alpha=0.7, label=label if e == 0 else None)
+            ax.scatter([goals[g, 0]], [goals[g, 1]], marker="*", s=150, color="tab:red", label="goal", zorder=3)
+            ax.set_xlim(-lim, lim), ax.set_ylim(-lim, lim), ax.set_aspect("equal")
+            ax.set_title(f"goal {g}")
+        axes[0][0].legend(fontsize=7, loc="lower left")
+        return fig
 
 
 def navigation_step(

@@ -17,12 +17,9 @@ Splits (fixed, disjoint by character):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-import gymnasium as gym
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from envs.base import Split, TaskBatch, check_positive, check_split
 from envs.omniglot_data import DRAWINGS_PER_CHARACTER, IMAGE_SIZE, OmniglotImages, load_archives
@@ -49,11 +46,11 @@ class OmniglotTasks(SupervisedTaskDistribution):
     (tasks, N * k_support, 1, 28, 28) float in [0, 1] (ink = 1), y is (tasks, N * k_support) long.
     """
 
-    name = "omniglot"
-    kind = "classification"
-    env_id = "metarl/Omniglot-v0"
+    name = "Omniglot"
     loss = "cross_entropy"
     input_shape = (1, IMAGE_SIZE, IMAGE_SIZE)
+    input_range = (0.0, 1.0)
+    prediction_range = (-100.0, 100.0)
 
     def __init__(
         self,
@@ -167,46 +164,41 @@ class OmniglotTasks(SupervisedTaskDistribution):
         y = torch.arange(n).repeat_interleave(k).expand(t, n * k).clone()
         return x, y
 
+    def plot_adaptation(self, trace: dict):
+        """One held-out task: its support set (a row per class) and query drawings framed green where the
+        learner adapted for the most steps is right, red where wrong (trace: metarl.experience.SupervisedSource)."""
+        import matplotlib.pyplot as plt
 
-class OmniglotEnv(gym.Env):
-    """One Omniglot N-way task as an H = 1 environment.
+        (sx, sy), (qx, qy) = (tuple(t[:1] for t in d) for d in (trace["support"], trace["query"]))
+        steps = trace["steps"][-1]
+        pred = trace["predict"](steps, qx)[0].argmax(-1)
+        sx, sy, qx, qy = sx[0].float(), sy[0], qx[0].float(), qy[0]
+        ways = int(sy.max()) + 1
+        shots = sx.shape[0] // ways
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 5))
+        left.imshow(_mosaic(sx[torch.argsort(sy, stable=True)], cols=shots).numpy())
+        left.set_yticks([(i + 0.5) * (sx.shape[-2] + 4) for i in range(ways)], [f"class {i}" for i in range(ways)])
+        left.set_xticks([])
+        left.set_title(f"support set ({ways}-way {shots}-shot)")
+        q = min(30, qx.shape[0])
+        right_ = pred[:q] == qy[:q]
+        colours = torch.where(right_[:, None], torch.tensor([0.1, 0.7, 0.2]), torch.tensor([0.9, 0.1, 0.1]))
+        right.imshow(_mosaic(qx[:q], cols=6, border=colours).numpy())
+        right.axis("off")
+        right.set_title(f"query after {steps} steps: {int(right_.sum())}/{q} right (green)")
+        return fig
 
-    Observation: one drawing (1, 28, 28) float32 in [0, 1] of one of the task's N classes. Action: N class
-    logits. Reward: minus the cross-entropy of the logits against the drawing's label. Terminated after one
-    step. The task's support set (K drawings per class, labelled) is in `info["support_x"]`/`info["support_y"]`
-    at reset; the observation is drawn from the other drawings. The task comes from `task=` or
-    `reset(options={"task": ...})`; otherwise reset draws one with a generator seeded from the env's RNG.
-    """
 
-    metadata = {"render_modes": []}
-
-    def __init__(self, task: TaskBatch | None = None, split: Split = "train", ways: int = 5, shots: int = 1,
-                 distribution: OmniglotTasks | None = None, **kwargs: Any):
-        self.dist = distribution if distribution is not None else OmniglotTasks(ways=ways, **kwargs)
-        self.ways, self.shots, self.split = self.dist.ways, int(shots), split
-        self.observation_space = gym.spaces.Box(0.0, 1.0, shape=self.dist.input_shape, dtype=np.float32)
-        self.action_space = gym.spaces.Box(-100.0, 100.0, shape=(self.ways,), dtype=np.float32)
-        self._fixed_task = task
-        self.task: TaskBatch | None = None
-        self._label = 0
-        self._obs = np.zeros(self.dist.input_shape, dtype=np.float32)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
-        gen = torch.Generator().manual_seed(int(self.np_random.integers(2**62)))
-        task = (options or {}).get("task", self._fixed_task)
-        if task is None:
-            task = self.dist.sample(1, gen, self.split)
-        self.task = {"classes": torch.as_tensor(task["classes"]).reshape(1, self.ways)}
-        (sx, sy), (qx, qy) = self.dist.sample_support_query(self.task, self.shots, 1, gen, self.split)
-        j = int(self.np_random.integers(self.ways))
-        self._obs, self._label = qx[0, j].numpy().astype(np.float32), int(qy[0, j])
-        info = {"task": {"classes": self.task["classes"][0].tolist()}, "support_x": sx[0].numpy(), "support_y": sy[0].numpy()}
-        return self._obs.copy(), info
-
-    def step(self, action):
-        if self.task is None:
-            raise RuntimeError("call reset() before step()")
-        logits = torch.as_tensor(np.asarray(action, dtype=np.float64)).reshape(1, self.ways)
-        ce = float(F.cross_entropy(logits, torch.tensor([self._label])))
-        return self._obs.copy(), -ce, True, False, {"label": self._label}
+def _mosaic(images: torch.Tensor, cols: int, border: torch.Tensor | None = None) -> torch.Tensor:
+    """(n, 1, h, w) images in [0, 1] -> one RGB mosaic (rows * (h + 4), cols * (w + 4), 3), ink dark on white;
+    `border` (n, 3) colours a 2-pixel frame around each image."""
+    n, _, h, w = images.shape
+    rows = (n + cols - 1) // cols
+    out = torch.ones(rows * (h + 4), cols * (w + 4), 3)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        y, x = r * (h + 4), c * (w + 4)
+        if border is not None:
+            out[y : y + h + 4, x : x + w + 4] = border[i]
+        out[y + 2 : y + 2 + h, x + 2 : x + 2 + w] = 1 - images[i, 0, :, :, None].expand(h, w, 3)
+    return out

@@ -6,10 +6,7 @@ loss: mean squared error. Split: a checkerboard of 8 x 8 cells over the normalis
 from __future__ import annotations
 
 import math
-from typing import Any
 
-import gymnasium as gym
-import numpy as np
 import torch
 
 from envs.base import CheckerboardBoxTasks, Split, TaskBatch, check_positive
@@ -21,13 +18,12 @@ X_RANGE = (-5.0, 5.0)
 
 
 class SinusoidTasks(CheckerboardBoxTasks, SupervisedTaskDistribution):
-    name = "sinusoid"
-    kind = "regression"
-    env_id = "metarl/Sinusoid-v0"
+    name = "Sinusoid"
     loss = "mse"
     input_shape = (1,)
-    x_range = X_RANGE
     output_dim = 1
+    input_range = X_RANGE
+    prediction_range = (-10.0, 10.0)
 
     def sample(self, n: int, generator: torch.Generator, split: Split = "train") -> TaskBatch:
         u = self.unit_sample(n, 2, generator, split)
@@ -44,7 +40,7 @@ class SinusoidTasks(CheckerboardBoxTasks, SupervisedTaskDistribution):
         check_positive(k=k)
         n = tasks["amplitude"].shape[0]
         x = X_RANGE[0] + (X_RANGE[1] - X_RANGE[0]) * torch.rand(n, k, 1, generator=generator, dtype=self.dtype)
-        return x, self.target(tasks, x)
+        return x, self.target(tasks, x).to(self.dtype)
 
     def sample_support_query(self, tasks: TaskBatch, k_support: int, k_query: int, generator: torch.Generator,
                              split: Split) -> tuple[Data, Data]:
@@ -52,42 +48,21 @@ class SinusoidTasks(CheckerboardBoxTasks, SupervisedTaskDistribution):
         x, y = self.sample_data(tasks, k_support + k_query, generator, split)
         return (x[:, :k_support], y[:, :k_support]), (x[:, k_support:], y[:, k_support:])
 
+    def plot_adaptation(self, trace: dict):
+        """A few held-out tasks: the true curve, the support points and the learner's fit after some steps
+        (trace: see metarl.experience.SupervisedSource.trace)."""
+        import matplotlib.pyplot as plt
 
-class SinusoidEnv(gym.Env):
-    """One sinusoid task as an H = 1 environment.
-
-    Observation: x. Action: the prediction y_hat. Reward: -(y_hat - y)^2. Terminated after one step.
-    The task comes from `task=` at construction or `reset(options={"task": ...})`; when neither is given,
-    reset draws one from `SinusoidTasks` with a generator seeded from the env's own seeded RNG.
-    """
-
-    metadata = {"render_modes": []}
-
-    def __init__(self, task: TaskBatch | dict[str, Any] | None = None, split: Split = "train"):
-        self.observation_space = gym.spaces.Box(X_RANGE[0], X_RANGE[1], shape=(1,), dtype=np.float32)
-        self.action_space = gym.spaces.Box(-10.0, 10.0, shape=(1,), dtype=np.float32)
-        self.split = split
-        self._fixed_task = task
-        self.task: dict[str, float] | None = None
-        self._x = np.zeros(1, dtype=np.float32)
-
-    @staticmethod
-    def _as_floats(task: TaskBatch | dict[str, Any]) -> dict[str, float]:
-        return {k: float(torch.as_tensor(task[k]).reshape(-1)[0]) for k in ("amplitude", "phase")}
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
-        task = (options or {}).get("task", self._fixed_task)
-        if task is None:
-            gen = torch.Generator().manual_seed(int(self.np_random.integers(2**62)))
-            task = SinusoidTasks().sample(1, gen, self.split)
-        self.task = self._as_floats(task)
-        self._x = self.np_random.uniform(X_RANGE[0], X_RANGE[1], size=1).astype(np.float32)
-        return self._x.copy(), {"task": dict(self.task)}
-
-    def step(self, action):
-        if self.task is None:
-            raise RuntimeError("call reset() before step()")
-        y = self.task["amplitude"] * math.sin(float(self._x[0]) - self.task["phase"])
-        err = float(np.asarray(action, dtype=np.float64).reshape(-1)[0]) - y
-        return self._x.copy(), -err * err, True, False, {"target": y}
+        tasks, (sx, sy) = trace["tasks"], trace["support"]
+        n = sx.shape[0]
+        xs = torch.linspace(*X_RANGE, 200, dtype=sx.dtype)[None, :, None].expand(n, 200, 1)
+        truth = self.target(tasks, xs)
+        fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.4), squeeze=False)
+        for i, ax in enumerate(axes[0]):
+            ax.plot(xs[i, :, 0], truth[i, :, 0], "k-", lw=2, label="true")
+            for step in trace["steps"]:
+                ax.plot(xs[i, :, 0], trace["predict"](step, xs)[i, :, 0], "--", label=f"{step} steps")
+            ax.plot(sx[i, :, 0], sy[i, :, 0], "r^", ms=8, label="support")
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=7)
+        return fig

@@ -1,76 +1,145 @@
-"""Config -> objects: task distribution, model, objective, learner, optimiser. The only place that maps names."""
+"""Config -> objects, for every task family: the one place that maps names to classes.
+
+    run = build(cfg)       task family and distribution, model (learner network or policy), objective,
+                           learner, experience source; run.outer_step(flat) the outer step
+Everything a config can get wrong is raised here as a one-line ConfigError, before anything is written.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 import envs
 from metarl.config import Config
 from metarl.errors import ConfigError
-from metarl.learners import MAML, MetaLearner, Reptile
+from metarl.experience import Source, SupervisedSource
+from metarl.learners import MAML, Learner, LSTMMetaLearner, Reptile
 from metarl.models import MLP, parameters_of
-from metarl.objectives import SupervisedObjective
-from metarl.optim import FlatAdam, FlatSGD
+from metarl.optim import FlatAdam, FlatSGD, cosine_lr
+from metarl.outer import GradientStep, TRPOStep
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def resolve_device(name: str) -> torch.device:
+    """auto -> cuda when available (this process's GPU under torchrun), else cpu; a bad name is a ConfigError."""
+    from metarl.distributed import local_rank
+
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available")
+        raise ConfigError(f"device: unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {name!r} requested but CUDA is not available here (use --device cpu or auto)")
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank() % torch.cuda.device_count())
+    elif dev.type != "cpu":
+        raise ConfigError(f"device: {name!r} is not supported: use auto, cpu, cuda or cuda:N")
     return dev
 
 
-def build_task_distribution(cfg: Config) -> envs.SupervisedTaskDistribution:
+@dataclass
+class Run:
+    cfg: Config
+    family: envs.TaskFamily
+    dist: Any
+    model: torch.nn.Module
+    objective: Any
+    learner: Learner
+    source: Source
+    device: torch.device
+
+    def outer_step(self, flat: torch.Tensor) -> GradientStep | TRPOStep:
+        """The outer step of the config, updating `flat` (the meta-parameter vector) in place."""
+        o, iterations = self.cfg.outer, self.cfg.train.iterations
+        if o.optimizer == "trpo":
+            return TRPOStep(o)
+        lr = (lambda it: cosine_lr(o.lr, it, iterations)) if o.lr_decay == "cosine" else (lambda it: o.lr)
+        return GradientStep(FlatSGD(flat) if o.optimizer == "sgd" else FlatAdam(flat), lr, o.epochs, o.grad_clip)
+
+
+def build(cfg: Config, rank: int = 0, world: int = 1, device: torch.device | None = None) -> Run:
+    device = device or resolve_device(cfg.device)
+    dtype = DTYPES[cfg.train.dtype]
+    fam = envs.family(cfg.task.name)
     try:
-        dist = envs.make_task_distribution(cfg.task.name, **cfg.task.options)
-    except KeyError as e:
-        raise ConfigError(str(e.args[0])) from None
-    except (TypeError, ValueError, FileNotFoundError) as e:
-        raise ConfigError(f"task {cfg.task.name!r}: {e}") from None
-    if not isinstance(dist, envs.SupervisedTaskDistribution):
-        raise ConfigError(f"task {cfg.task.name!r} is an RL task distribution: train it with scripts/train_rl.py")
+        dist = fam.distribution(**cfg.task.options)
+    except (TypeError, ValueError, KeyError, FileNotFoundError) as e:
+        raise ConfigError(f"task {fam.name} (task.options): {e.args[0] if e.args else e}") from None
     if hasattr(dist, "dtype"):
-        dist.dtype = DTYPES[cfg.train.dtype]
-    return dist
+        dist.dtype = dtype
+    init_gen = torch.Generator().manual_seed(cfg.seed)
+    try:
+        if fam.is_rl:
+            model, objective = _policy(cfg, fam, dist, init_gen, device, dtype)
+        else:
+            model, objective = _network(cfg, dist, init_gen)
+        learner = _learner(cfg, objective, parameters_of(model, dtype=dtype, device=device))
+        source = _source(cfg, fam, dist, objective, model, device, dtype, rank, world)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return Run(cfg, fam, dist, model, objective, learner, source, device)
 
 
-def build_model(cfg: Config, dist: envs.SupervisedTaskDistribution, generator: torch.Generator) -> torch.nn.Module:
-    out_dim = getattr(dist, "output_dim", None) or getattr(dist, "ways")
-    if cfg.model.arch == "mlp":
-        in_dim = int(torch.Size(dist.input_shape).numel())
-        return MLP(in_dim, cfg.model.hidden, out_dim, generator=generator, input_scale=cfg.model.input_scale,
-                   activation=cfg.model.activation, residual=cfg.model.residual, norm=cfg.model.norm,
-                   gated=cfg.model.gated)
-    from metarl.convnet import ConvNet  # classification only
+def _network(cfg: Config, dist, generator: torch.Generator):
+    from metarl.objectives import SupervisedObjective
 
-    return ConvNet(in_channels=dist.input_shape[0], ways=out_dim, channels=cfg.model.channels, generator=generator)
+    m = cfg.model
+    wants = {"mlp": 1, "conv": 3}[m.arch]  # vectors, or (channels, height, width) images
+    if len(dist.input_shape) != wants:
+        raise ValueError(f"model.arch {m.arch} needs {'vector' if wants == 1 else 'image'} inputs; {dist.name}'s "
+                         f"are shaped {tuple(dist.input_shape)}: use model.arch {'conv' if wants == 1 else 'mlp'}")
+    if m.arch == "mlp":
+        model = MLP(int(torch.Size(dist.input_shape).numel()), m.hidden, dist.output_dim, generator=generator,
+                    input_scale=m.input_scale, activation=m.activation, residual=m.residual, norm=m.norm, gated=m.gated)
+    else:
+        from metarl.convnet import ConvNet
+
+        model = ConvNet(in_channels=dist.input_shape[0], ways=dist.output_dim, channels=m.channels, generator=generator)
+    return model, SupervisedObjective(model, dist.loss)
 
 
-def build_learner(cfg: Config, model: torch.nn.Module, dist: envs.SupervisedTaskDistribution,
-                  device: torch.device) -> MetaLearner:
-    objective = SupervisedObjective(model, dist.loss)
-    init = parameters_of(model, dtype=DTYPES[cfg.train.dtype], device=device)
+def _policy(cfg: Config, fam, dist, generator: torch.Generator, device: torch.device, dtype: torch.dtype):
+    from metarl.rl.objective import RLObjective
+    from metarl.rl.policy import GaussianMLPPolicy
+
+    probe = fam.batched_env(dist, 1, 1, cfg.task.horizon or fam.horizon, device="cpu",
+                            **({"backend": "cpu"} if fam.backends else {}))
+    obs_dim, act_dim = int(probe.single_observation_space.shape[0]), int(probe.single_action_space.shape[0])
+    probe.close()
+    m = cfg.model
+    policy = GaussianMLPPolicy(obs_dim, act_dim, m.hidden, m.activation, m.init_std, generator=generator,
+                               last_layer_scale=m.last_layer_scale, action_scale=m.action_scale).to(device, dtype)
+    clip = cfg.outer.ppo_clip if cfg.outer.optimizer == "ppo" else 0.0
+    return policy, RLObjective(policy, cfg.learner.estimator, clip=clip)
+
+
+def _learner(cfg: Config, objective, init: dict) -> Learner:
     lc = cfg.learner
+    weights = lc.step_loss_weights or ((1.0,) * lc.inner_steps if lc.step_loss == "mean" else ())
     if lc.algo == "maml":
         return MAML(objective, init, inner_lr=lc.inner_lr, inner_steps=lc.inner_steps, first_order=lc.first_order,
-                    learn_inner_lr=lc.learn_inner_lr, step_loss=lc.step_loss,
-                    learn_step_scale=lc.learn_step_scale, step_loss_weights=lc.step_loss_weights,
-                    inner_lr_per_step=lc.inner_lr_per_step)
+                    learn_inner_lr=lc.learn_inner_lr, inner_lr_per_step=lc.inner_lr_per_step,
+                    learn_step_scale=lc.learn_step_scale, step_lr_scales=lc.step_lr_scales, step_loss_weights=weights)
     if lc.algo == "reptile":
-        return Reptile(objective, init, inner_lr=lc.inner_lr, inner_steps=lc.inner_steps)
-    if lc.algo == "lstm":
-        from metarl.learners.lstm import LSTMMetaLearner
-
-        return LSTMMetaLearner(objective, init, inner_steps=lc.inner_steps, hidden_size=lc.lstm_hidden)
-    raise ConfigError(f"unknown learner.algo {lc.algo!r}")
+        return Reptile(objective, init, inner_lr=lc.inner_lr, inner_steps=lc.inner_steps, step_lr_scales=lc.step_lr_scales)
+    return LSTMMetaLearner(objective, init, inner_steps=lc.inner_steps, hidden_size=lc.lstm_hidden,
+                           first_order=lc.first_order, step_loss_weights=weights)
 
 
-def build_optimizer(cfg: Config, flat_params: torch.Tensor) -> FlatAdam | FlatSGD:
-    """The outer optimiser over the flat meta-parameter vector (its lr is given at each step)."""
-    return FlatAdam(flat_params) if cfg.train.optimizer == "adam" else FlatSGD(flat_params)
+def _source(cfg: Config, fam, dist, objective, model, device, dtype, rank: int, world: int) -> Source:
+    t, e, B = cfg.task, cfg.eval, cfg.train.meta_batch_size
+    if not fam.is_rl:
+        return SupervisedSource(dist, objective, B, cfg.seed, device, t.k_support, t.k_query, e.k_support, e.k_query,
+                                rank, world)
+    from metarl.rl.source import RolloutSource
+
+    r = cfg.rl
+    return RolloutSource(fam, dist, model, B, cfg.seed, device, r.episodes_per_task, t.horizon or fam.horizon, dtype,
+                         r.gamma, r.gae_lambda, r.normalize_advantages, r.compile_sampler, r.backend,
+                         e.episodes_per_task, rank, world)

@@ -12,8 +12,8 @@ EXIT_USER_ERROR = 2
 
 
 def main_guard(fn: Callable[..., object]) -> Callable[..., object]:
-    """Wrap a script's main(): MetaRLError -> `error: message`, exit 2; Ctrl-C -> exit 130.
-    Set METARL_TRACEBACK=1 to see the full traceback instead."""
+    """Wrap a script's main(): MetaRLError -> `error: message`, exit 2 (a Ctrl-C during training: its message,
+    exit 130). Set METARL_TRACEBACK=1 to see the full traceback instead."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -23,7 +23,7 @@ def main_guard(fn: Callable[..., object]) -> Callable[..., object]:
             if os.environ.get("METARL_TRACEBACK"):
                 raise
             print(f"error: {e}", file=sys.stderr)
-            sys.exit(EXIT_USER_ERROR)
+            sys.exit(getattr(e, "exit_code", EXIT_USER_ERROR))
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)

@@ -1,8 +1,9 @@
-"""torch.distributed data parallelism over the task batch (launch with torchrun).
+"""torch.distributed data parallelism over the task batch (launch with torchrun), for every task family.
 
-Each rank samples its own tasks and computes the meta-gradient of its share; gradients are averaged with
-all_reduce, so every rank applies the same update and the meta-parameters stay identical. The outer step
-is a function of (meta-parameters, task batch), which is what makes this a few lines.
+Every rank draws the same batch of B tasks and keeps its share (metarl.experience); what the outer step
+computes from its tasks -- meta-gradients, losses, TRPO's Hessian-vector products, line-search checks --
+is a mean over them, so `Reducer` turns it into the mean over all B tasks with one all_reduce: each rank
+contributes share * its mean. Every rank then takes the same step and the meta-parameters stay identical.
 """
 from __future__ import annotations
 
@@ -11,30 +12,68 @@ import os
 import torch
 import torch.distributed as dist
 
+# collectives of small host values go through a tensor on this device (nccl needs CUDA tensors)
+_device = torch.device("cpu")
 
-def rank_and_world() -> tuple[int, int]:
-    """(rank, world size); initialises the default process group when launched by torchrun."""
+
+def rank_and_world(device: torch.device) -> tuple[int, int]:
+    """(rank, world size); initialises the default process group when launched by torchrun (gloo for CPU
+    tensors, nccl for CUDA ones)."""
+    global _device
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    if world <= 1:
+        return 0, 1
+    _device = device
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+class Reducer:
+    """reduce(*tensors) -> the same tensors, each the share-weighted sum over ranks (one all_reduce)."""
+
+    def __init__(self, share: float, world: int):
+        self.share, self.world = share, world
+
+    def __call__(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        if self.world <= 1:
+            return list(tensors)
+        flat = torch.cat([t.detach().reshape(-1).to(tensors[0].dtype) for t in tensors]) * self.share
+        dist.all_reduce(flat)
+        out, offset = [], 0
+        for t in tensors:
+            out.append(flat[offset : offset + t.numel()].view_as(t).to(t.dtype))
+            offset += t.numel()
+        return out
+
+
+def total(x: float, world: int) -> float:
+    """The sum of x over ranks."""
+    if world <= 1:
+        return x
+    t = torch.tensor([x], dtype=torch.float64, device=_device)
+    dist.all_reduce(t)
+    return float(t)
+
+
+def any_rank(flag: bool, world: int) -> bool:
+    """True on every rank when it is True on any (e.g. a time limit reached): ranks stop together."""
+    if world <= 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=_device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t > 0)
+
+
+def barrier(world: int) -> None:
     if world > 1:
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+        dist.barrier()
 
 
-def average_(tensors: list[torch.Tensor]) -> None:
-    """In-place mean over ranks of each tensor (one flattened all_reduce)."""
-    flat = torch.cat([t.reshape(-1) for t in tensors])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    offset = 0
-    for t in tensors:
-        n = t.numel()
-        t.copy_(flat[offset : offset + n].view_as(t))
-        offset += n
-
-
-def average_scalar(x: torch.Tensor) -> torch.Tensor:
-    x = x.detach().clone().reshape(1)
-    average_([x])
-    return x[0]
+def shutdown(world: int) -> None:
+    if world > 1 and dist.is_initialized():
+        dist.destroy_process_group()

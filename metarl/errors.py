@@ -19,4 +19,10 @@ class NonFiniteLossError(MetaRLError):
     def __init__(self, iteration: int, loss: float, checkpoint: str | None):
         kept = f"; last good checkpoint kept at {checkpoint}" if checkpoint else "; no checkpoint had been written yet"
         super().__init__(f"non-finite loss ({loss}) at iteration {iteration}{kept}")
-        self.iteration = iteration
+        self.iteration, self.value = iteration, loss
+
+
+class TrainingInterrupted(MetaRLError):
+    """Ctrl-C during training: says which checkpoint survived and how to continue."""
+
+    exit_code = 130

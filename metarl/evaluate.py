@@ -1,135 +1,133 @@
-"""Held-out evaluation shared by every learner: the same test tasks, adaptation steps 0..k, mean and 95% CI.
+"""One held-out evaluation for every learner and task family: the same test tasks, adaptation steps 0..k,
+mean and 95% CI over tasks, one JSON schema, the adaptation curve and the family's own picture.
 
-Episodes are drawn from the test split with generators seeded by (seed, chunk), so every evaluation of every
-run and learner sees the same tasks, support sets and query sets, and evaluating never touches the
-training task stream.
+    for each chunk c of at most batch_size tasks:
+        g = Generator(seed, c);  tasks = dist.sample(n, g, "test")
+        per step s = 0..k, per task: metrics = source.evaluate(learner, meta, tasks, k, g)
+             supervised: loss (and accuracy) on the query set after s steps on the support set
+             RL: the average return of fresh episodes after s steps, each step on the last step's episodes
+    summary: {metric: {mean, ci95, per_task}}; a non-finite value is written as null, with a warning
+    files: eval.json (one schema for all families), eval.png (adaptation curves), eval_episodes.png
+
+The tasks and data depend on (seed, chunk) only: every evaluation of every run and learner sees the same.
 """
 from __future__ import annotations
 
 import json
+import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from envs.supervised import Episode, SupervisedTaskDistribution
-from metarl.learners.base import MetaLearner, MetaParams
+from metarl.experience import Source
+from metarl.learners.base import Learner
+from metarl.params import MetaParams, detach
 from metarl.stats import mean_ci95
 
 
 class Evaluator:
-    def __init__(self, dist: SupervisedTaskDistribution, num_tasks: int, k_support: int, k_query: int,
-                 steps: int, batch_size: int = 500, seed: int = 12345, device: torch.device | str = "cpu"):
-        self.dist = dist
-        self.num_tasks = num_tasks
-        self.k_support = k_support
-        self.k_query = k_query
-        self.steps = steps
-        self.batch_size = batch_size
-        self.seed = seed
-        self.device = torch.device(device)
+    def __init__(self, source: Source, num_tasks: int, steps: int, batch_size: int = 500, seed: int = 12345,
+                 plot_tasks: int = 4):
+        self.source, self.num_tasks, self.steps = source, num_tasks, steps
+        self.batch_size, self.seed, self.plot_tasks = batch_size, seed, plot_tasks
+        self.trace: dict[str, Any] | None = None
 
-    def episodes(self):
-        """The held-out episodes, in chunks of at most batch_size tasks."""
+    def run(self, learner: Learner, meta: MetaParams) -> dict[str, Any]:
+        meta = detach(meta)
+        per_step: list[dict[str, list[torch.Tensor]]] = [{} for _ in range(self.steps + 1)]
         done, chunk = 0, 0
         while done < self.num_tasks:
             n = min(self.batch_size, self.num_tasks - done)
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + chunk)
-            yield self.dist.sample_episode(n, self.k_support, self.k_query, gen, split="test").to(self.device)
+            tasks = self.source.dist.sample(n, gen, "test")
+            metrics, trace = self.source.evaluate(learner, meta, tasks, self.steps, gen,
+                                                  self.plot_tasks if chunk == 0 else 0)
+            self.trace = trace if chunk == 0 else self.trace
+            for s, m in enumerate(metrics):
+                for k, v in m.items():
+                    per_step[s].setdefault(k, []).append(v.detach().double().cpu())
             done, chunk = done + n, chunk + 1
-
-    def per_task_metrics(self, learner: MetaLearner, meta: MetaParams, episode: Episode) -> list[dict[str, torch.Tensor]]:
-        """For each number of steps 0..k: per-task query metrics (each a tensor of shape (tasks,))."""
-        path = learner.adapt_path(meta, episode.support, self.steps)
-        with torch.no_grad():
-            return [{k: v.detach() for k, v in learner.query_metrics(p, episode.query).items()} for p in path]
-
-    def run(self, learner: MetaLearner, meta: MetaParams) -> dict[str, Any]:
-        meta = {g: {k: v.detach() for k, v in d.items()} for g, d in meta.items()}
-        per_step: list[dict[str, list[torch.Tensor]]] = [dict() for _ in range(self.steps + 1)]
-        for episode in self.episodes():
-            for s, metrics in enumerate(self.per_task_metrics(learner, meta, episode)):
-                for k, v in metrics.items():
-                    per_step[s].setdefault(k, []).append(v.cpu())
-        summary: dict[str, Any] = {
-            "steps": list(range(self.steps + 1)),
-            "num_tasks": self.num_tasks,
-            "k_support": self.k_support,
-            "k_query": self.k_query,
-        }
-        for name in per_step[0]:
-            stats = [mean_ci95(torch.cat(per_step[s][name])) for s in range(self.steps + 1)]
-            summary[name] = {"mean": [m for m, _ in stats], "ci95": [c for _, c in stats]}
+        names = list(per_step[0])
+        summary: dict[str, Any] = {"family": self.source.dist.name, "metric": self.source.headline, "metrics": names,
+                                   "steps": list(range(self.steps + 1)), "num_tasks": self.num_tasks, "split": "test",
+                                   "seed": self.seed, "protocol": self.source.protocol()}
+        diverged: dict[str, list[int]] = {}
+        for name in names:
+            values = [torch.cat(per_step[s][name]) for s in range(self.steps + 1)]
+            stats = [mean_ci95(v) for v in values]
+            summary[name] = {"mean": [_finite(m) for m, _ in stats], "ci95": [_finite(c) for _, c in stats],
+                             "per_task": [[_finite(x, 6) for x in v.tolist()] for v in values]}
+            bad = [s for s, v in enumerate(values) if not bool(torch.isfinite(v).all())]
+            if bad:
+                diverged[name] = bad
+        if diverged:
+            summary["diverged_steps"] = diverged
+            where = "; ".join(f"{k} after steps {', '.join(map(str, v))}" for k, v in diverged.items())
+            warnings.warn(f"evaluation diverged: non-finite {where} on some held-out tasks (written as null; "
+                          "a smaller inner step size may help)", RuntimeWarning, stacklevel=2)
         return summary
 
-    # ------------------------------------------------------------------ outputs
-
-    def write(self, summary: dict[str, Any], learner: MetaLearner, meta: MetaParams, out_json: str | Path,
-              out_png: str | Path | None = None, plot_tasks: int = 4) -> None:
-        out_json = Path(out_json)
-        out_json.parent.mkdir(parents=True, exist_ok=True)
-        out_json.write_text(json.dumps(summary, indent=2))
-        if out_png is not None:
-            self.plot(summary, learner, meta, out_png, plot_tasks)
-
-    def plot(self, summary: dict[str, Any], learner: MetaLearner, meta: MetaParams, out_png: str | Path,
-             plot_tasks: int = 4) -> Path:
-        import matplotlib.pyplot as plt
-
+    def write(self, summary: dict[str, Any], out_dir: str | Path, stem: str = "eval") -> dict[str, Path]:
+        """STEM.json, STEM.png (adaptation curves) and STEM_episodes.png (the task family's picture of a few
+        tasks, if it draws one) in out_dir."""
         from metarl import plots
 
-        metric = "accuracy" if "accuracy" in summary else "loss"
-        n = max(1, min(plot_tasks, self.batch_size, self.num_tasks))
-        kind = self.dist.kind
-        if kind == "regression" and hasattr(self.dist, "target"):
-            fig, axes = plt.subplots(1, n + 1, figsize=(4 * (n + 1), 3.6))
-            plots.plot_adaptation_curve(axes[0], summary, metric)
-            self._plot_regression(learner, meta, axes[1:], n)
-        elif kind == "classification" and hasattr(plots, "plot_classification_episode"):
-            fig = plt.figure(figsize=(14, 6))
-            plots.plot_adaptation_curve(fig.add_subplot(1, 3, 1), summary, metric)
-            self._plot_classification(learner, meta, fig)
-        else:
-            fig, ax = plt.subplots(figsize=(5, 3.6))
-            plots.plot_adaptation_curve(ax, summary, metric)
-        return plots.save_figure(fig, out_png)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = {"json": out_dir / f"{stem}.json"}
+        paths["json"].write_text(json.dumps(summary, indent=1, allow_nan=False))
+        paths["curve"] = plots.save_figure(plots.plot_adaptation_curves(summary), out_dir / f"{stem}.png")
+        hook = getattr(self.source.dist, "plot_adaptation", None)
+        if hook is not None and self.trace is not None and self.plot_tasks > 0:
+            paths["episodes"] = plots.save_figure(hook(self.trace), out_dir / f"{stem}_episodes.png")
+        return paths
 
-    def _first_episode(self, n: int) -> Episode:
-        ep = next(iter(self.episodes()))
-        take = lambda d: tuple(t[:n] for t in d)  # noqa: E731
-        return Episode({k: v[:n] for k, v in ep.tasks.items()}, take(ep.support), take(ep.query))
 
-    def _plot_regression(self, learner: MetaLearner, meta: MetaParams, axes, n: int) -> None:
-        from metarl import plots
+def _finite(x: float, digits: int | None = None) -> float | None:
+    if not math.isfinite(x):
+        return None
+    return float(f"{x:.{digits}g}") if digits else x
 
-        ep = self._first_episode(n)
-        lo, hi = getattr(self.dist, "x_range", (-5.0, 5.0))
-        dtype = ep.support[0].dtype
-        xs = torch.linspace(lo, hi, 200, dtype=dtype, device=self.device)[None, :, None].expand(n, 200, 1)
-        shown = sorted({0, 1, self.steps} & set(range(self.steps + 1)))
-        path = learner.adapt_path(meta, ep.support, self.steps)
-        predict = torch.func.vmap(learner.objective.predict)
-        with torch.no_grad():
-            preds = {s: predict(path[s], xs).cpu() for s in shown}
-            truth = self.dist.target(ep.tasks, xs).cpu()
-        plots.plot_regression_fits(axes, xs.cpu(), truth, preds, tuple(t.cpu() for t in ep.support))
 
-    def _plot_classification(self, learner: MetaLearner, meta: MetaParams, fig) -> None:
-        from metarl import plots
-
-        ep = self._first_episode(1)
-        path = learner.adapt_path(meta, ep.support, self.steps)
-        predict = torch.func.vmap(learner.objective.predict)
-        with torch.no_grad():
-            logits = predict(path[-1], ep.query[0])
-        plots.plot_classification_episode(fig, ep.support, ep.query, logits.argmax(-1)[0], self.steps)
+def eval_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """{eval/<metric>_step<s>: mean} for the logger (non-finite ones left out)."""
+    return {f"eval/{name}_step{s}": m for name in summary["metrics"]
+            for s, m in zip(summary["steps"], summary[name]["mean"]) if m is not None}
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     """A small table: steps, then mean +- CI of each metric."""
-    names = [k for k in ("loss", "accuracy") if k in summary]
+    names = summary["metrics"]
+    cell = lambda m, c: "diverged".rjust(20) if m is None else f"{m:>11.4f} +- {c or 0:<6.4f}"  # noqa: E731
     lines = ["steps  " + "  ".join(f"{n:>20s}" for n in names)]
     for i, s in enumerate(summary["steps"]):
-        cells = [f"{summary[n]['mean'][i]:>11.4f} +- {summary[n]['ci95'][i]:<6.4f}" for n in names]
-        lines.append(f"{s:>5d}  " + "  ".join(cells))
+        lines.append(f"{s:>5d}  " + "  ".join(cell(summary[n]["mean"][i], summary[n]["ci95"][i]) for n in names))
     return "\n".join(lines)
+
+
+def evaluate_checkpoint(checkpoint: str | Path, flags: list[str] = (), out: str | Path | None = None):
+    """Evaluate a checkpoint of any family with its own config, overridden by config flags (e.g.
+    ["--eval.num_tasks", "100"]); writes OUT (default RUN_DIR/evaluate.json) and its pictures.
+    Returns (summary, {name: path})."""
+    from metarl.build import build
+    from metarl.checkpoint import load_checkpoint
+    from metarl.config import Config, from_dict, merge_dicts, parse_flags
+    from metarl.errors import CheckpointError
+
+    state = load_checkpoint(checkpoint)
+    cfg = from_dict(Config, merge_dicts(state["config"], parse_flags(Config, list(flags))))
+    cfg.resume = False
+    run = build(cfg.validate())
+    meta = run.learner.init_meta_params()
+    try:
+        meta = {g: {k: state["meta_params"][g][k].to(v) for k, v in d.items()} for g, d in meta.items()}
+    except (KeyError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint {checkpoint} does not match this learner (meta-parameter {e})") from None
+    e = cfg.eval
+    evaluator = Evaluator(run.source, e.num_tasks, e.steps, e.batch_size, e.seed, e.plot_tasks)
+    summary = evaluator.run(run.learner, meta)
+    summary["iteration"] = state["iteration"]
+    out = Path(out) if out else Path(checkpoint).parent / "evaluate.json"
+    return summary, evaluator.write(summary, out.parent, out.stem)

@@ -79,8 +79,11 @@ def wandb_has_credentials() -> bool:
 
 
 class WandbLogger(Logger):
+    """W&B, never in the way: online without an API key logs offline; online with a key but no answer within
+    `timeout_s` (no network) falls back to offline instead of blocking; any later failure turns it off."""
+
     def __init__(self, mode: str, project: str, entity: str | None, name: str, run_dir: Path,
-                 config: dict[str, Any], resume_id: str | None = None):
+                 config: dict[str, Any], resume_id: str | None = None, timeout_s: float = 20.0):
         if mode == "online" and not wandb_has_credentials():
             warnings.warn("wandb: no API key configured, logging offline (sync later with `wandb sync`)")
             mode = "offline"
@@ -93,9 +96,21 @@ class WandbLogger(Logger):
             import wandb
 
             self._wandb = wandb
-            self.run = wandb.init(mode=mode, project=project, entity=entity, name=name, dir=str(run_dir),
-                                  config=config, id=resume_id, resume="allow" if resume_id else None,
-                                  settings=wandb.Settings(silent=True))
+
+            def init(m: str):
+                return wandb.init(mode=m, project=project, entity=entity, name=name, dir=str(run_dir), config=config,
+                                  id=resume_id, resume="allow" if resume_id else None,
+                                  settings=wandb.Settings(silent=True, init_timeout=timeout_s))
+
+            try:
+                self.run = init(mode)
+            except Exception as e:  # noqa: BLE001 - no network, a timeout, a refused key
+                if mode != "online":
+                    raise
+                warnings.warn(f"wandb online did not start ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                              "logging offline (sync later with `wandb sync`)")
+                self.mode = "offline"
+                self.run = init("offline")
             self.run_id = self.run.id
         except Exception as e:  # noqa: BLE001 - a tracking failure must never stop training
             self._fail(e)
@@ -173,5 +188,6 @@ def make_logger(log_cfg, run_dir: str | os.PathLike, config: dict[str, Any], nam
     if log_cfg.jsonl:
         loggers.append(JsonlLogger(run_dir / "metrics.jsonl"))
     if log_cfg.wandb != "disabled":
-        loggers.append(WandbLogger(log_cfg.wandb, log_cfg.project, log_cfg.entity, name, run_dir, config, resume_id))
+        loggers.append(WandbLogger(log_cfg.wandb, log_cfg.project, log_cfg.entity, name, run_dir, config, resume_id,
+                                   getattr(log_cfg, "wandb_timeout_s", 20.0)))
     return MultiLogger(loggers)

@@ -1,4 +1,4 @@
-"""Supervised objectives: the loss of one task's data under given parameters, through functional_call."""
+"""The supervised objective: the loss of one task's data under given parameters, through functional_call."""
 from __future__ import annotations
 
 import torch
@@ -6,17 +6,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from metarl.learners.base import Metrics, Params
+from metarl.params import Metrics, Params
 
 Data = tuple[torch.Tensor, torch.Tensor]
 
 
 class SupervisedObjective:
-    """MSE (regression) or cross-entropy (classification) of `model` on (x, y); one task, no task dim.
-
-    `buffers` are passed to functional_call unchanged (none for the models here: batch norm runs with
-    batch statistics, see metarl.models.ConvNet).
-    """
+    """MSE (regression) or cross-entropy (classification) of `model` on (x, y); one task, no task dim."""
 
     def __init__(self, model: nn.Module, loss: str = "mse"):
         if loss not in ("mse", "cross_entropy"):
@@ -29,9 +25,7 @@ class SupervisedObjective:
         return functional_call(self.model, {**params, **self.buffers}, (x,))
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.loss == "mse":
-            return F.mse_loss(out, y)
-        return F.cross_entropy(out, y)
+        return F.mse_loss(out, y) if self.loss == "mse" else F.cross_entropy(out, y)
 
     def inner_loss(self, params: Params, data: Data) -> torch.Tensor:
         x, y = data
@@ -44,3 +38,7 @@ class SupervisedObjective:
         if self.loss == "cross_entropy":
             return loss, {"accuracy": (out.argmax(-1) == y).to(out.dtype).mean()}
         return loss, {}
+
+    def metrics(self, params: Params, data: Data) -> Metrics:
+        loss, metrics = self.outer_loss(params, data)
+        return {"loss": loss, **metrics}

@@ -1,104 +1,100 @@
-"""The outer loop of supervised meta-learning (H = 1 tasks).
+"""The one outer loop, for every task family, learner and outer step.
 
-    meta = learner.init_meta_params()                      # or restored from RUN_DIR/checkpoint.pt
-    for it in start .. iterations-1:
-        episode = next meta-batch of B tasks from the "train" split   # task parameters are data, resampled
-                  (drawn S iterations at a time from a generator seeded by (seed, rank, it // S))
-        grads, loss = learner.meta_gradient(meta, episode.support, episode.query)
-        if loss or grads are not finite: stop; the last good checkpoint stays
-        (torch.distributed: grads averaged over ranks, each rank with its own tasks)
-        optimizer.step(grads, lr(it))                       # Adam / SGD; Reptile's interpolation is SGD
-        every log_every:        log training metrics
-        every eval_every:       held-out evaluation (train.eval_tasks test tasks, 0..eval.steps steps)
-        every checkpoint_every: atomic checkpoint (meta-params, optimiser, schedule, RNG state, config)
-    final held-out evaluation on eval.num_tasks tasks -> eval.json, eval.png; checkpoint -> W&B artifact
+    meta = learner.init_meta_params(), held as one flat vector        (or RUN_DIR/checkpoint.pt with --resume)
+    for it in start .. iterations - 1:
+        batch = source.train_batch(it, learner, meta)       tasks drawn from (seed, it); this rank's share
+                supervised: support and query sets       RL: D_0 = collect(theta), adapt, D_1 = collect(phi_1), ...
+        outer.step(flat, batch)                           Adam / SGD on the (compiled) meta-gradient, PPO epochs
+                                                          or TRPO; means over tasks all-reduced across ranks
+        non-finite loss or gradient: stop, nothing applied, the last good checkpoint stays
+        every log_every: log;  every eval_every: held-out evaluation;  every checkpoint_every: checkpoint
+        train.time_limit_s reached in this process: checkpoint and stop (continue with --resume)
+    checkpoint; held-out evaluation -> eval.json, eval.png, episodes.png; W&B: metrics, plots, checkpoint artifact
+
+Before anything is written: the config is checked and everything built (a bad config is a one-line error),
+and an existing run is never overwritten without --resume. A checkpoint holds the meta-parameters, the outer
+optimiser's state, the iteration, environment steps and training time; the data of an iteration depend on
+(seed, iteration) only, so a resumed run ends with the parameters of an uninterrupted one.
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from tqdm.auto import tqdm
 
-from envs.supervised import Episode
-from metarl import build, distributed
-from metarl.checkpoint import load_checkpoint, save_checkpoint
+from metarl import distributed
+from metarl.build import build, resolve_device
+from metarl.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from metarl.compiling import compile_with_fallback
 from metarl.config import Config, to_dict
-from metarl.errors import CheckpointError, ConfigError, NonFiniteLossError
-from metarl.evaluate import Evaluator, format_summary
-from metarl.learners.base import MetaParams, flat_tensors
+from metarl.errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingInterrupted
+from metarl.evaluate import Evaluator, eval_metrics, format_summary
 from metarl.logger import make_logger
-from metarl.optim import cosine_lr
+from metarl.outer import MetaProblem
+from metarl.params import FlatLayout, MetaParams
 
 # Sections that must match between a checkpoint and the config that resumes it.
 _RESUME_MUST_MATCH = ("task", "model", "learner")
-# Training episodes are drawn for several iterations at once (one sampling call instead of S): at most
-# this many tensor elements per block, at most _MAX_BLOCK iterations.
-_BLOCK_ELEMENTS = 1 << 20
-_MAX_BLOCK = 64
+_RUN_FILES = ("checkpoint.pt", "config.yaml", "metrics.jsonl", "eval.json")
 
 
 class Trainer:
     def __init__(self, cfg: Config, console_write=None):
         self.cfg = cfg
-        self.device = build.resolve_device(cfg.device)
+        device = resolve_device(cfg.device)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.rank, self.world = distributed.rank_and_world(device)
+        self.parts = build(cfg, self.rank, self.world, device)
+        self.learner, self.source, self.device = self.parts.learner, self.parts.source, device
         self.run_dir = cfg.resolved_run_dir()
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
-        self.rank, self.world = distributed.rank_and_world()
-        self.dist = build.build_task_distribution(cfg)
-        init_gen = torch.Generator().manual_seed(cfg.seed)
-        self.model = build.build_model(cfg, self.dist, init_gen)
-        self.learner = build.build_learner(cfg, self.model, self.dist, self.device)
-        # All meta-parameters live in one flat vector; self.meta holds views of it by group and name. The
-        # outer optimiser updates the vector with a few tensor ops, and the compiled meta-gradient takes one
-        # tensor instead of a dict (fewer guards to check per call).
         init = self.learner.init_meta_params()
-        self._layout = [(g, k, t.shape) for g, d in init.items() for k, t in d.items()]
-        self.flat = torch.cat([t.detach().reshape(-1) for t in flat_tensors(init)])
-        self.meta: MetaParams = self._unflatten(self.flat)
-        self.optimizer = build.build_optimizer(cfg, self.flat)
-        self.iteration = 0
-        self._block: tuple[int, list] = (-1, [])
-        self.block_iterations = self._block_iterations()
+        # All meta-parameters live in one flat vector; self.meta holds views of it. The outer steps update the
+        # vector with a few tensor ops, and the compiled meta-gradient takes one tensor instead of a dict.
+        self.layout = FlatLayout(init)
+        self.flat = self.layout.flatten(init).detach().clone()
+        self.meta: MetaParams = self.layout.unflatten(self.flat)
+        self.outer = self.parts.outer_step(self.flat)
+        compile_fn = (lambda f: compile_with_fallback(f, self, "train.compile")) if cfg.train.compile else None
+        self.problem = MetaProblem(self.learner, self.layout, distributed.Reducer(self.source.share, self.world),
+                                   compile_fn)
+        self.iteration = self.saved_iteration = self.env_steps = 0
+        self.elapsed = 0.0
         self.wandb_id: str | None = None
         self._console_write = console_write
-        self._meta_gradient = self._flat_meta_gradient
-        if cfg.train.compile:
-            self._meta_gradient = compile_with_fallback(self._flat_meta_gradient, self, "train.compile")
 
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "meta_params": {g: {k: v.detach().cpu() for k, v in d.items()} for g, d in self.meta.items()},
-            "optimizer": self.optimizer.state_dict(),
-            "iteration": self.iteration,
-            "config": to_dict(self.cfg),
-            "wandb_id": self.wandb_id,
-        }
+        return {"format": FORMAT, "meta_params": {g: {k: v.detach().cpu() for k, v in d.items()} for g, d in self.meta.items()},
+                "optimizer": self.outer.state_dict(), "iteration": self.iteration, "env_steps": self.env_steps,
+                "elapsed_s": self.elapsed, "config": to_dict(self.cfg), "wandb_id": self.wandb_id}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        saved = state.get("config", {})
-        current = to_dict(self.cfg)
+        saved, current = state["config"], to_dict(self.cfg)
         for section in _RESUME_MUST_MATCH:
-            if saved.get(section) != current[section]:
-                raise CheckpointError(f"checkpoint was written with a different '{section}' config; "
-                                      f"resume with the run's own config (saved in {self.run_dir}/config.yaml)")
+            if _without_defaults(saved.get(section, {}), section) != _without_defaults(current[section], section):
+                raise CheckpointError(f"checkpoint was written with a different '{section}' config; resume with "
+                                      f"the run's own config (saved in {self.run_dir}/config.yaml)")
         try:
             for g, d in self.meta.items():
                 for k, v in d.items():
                     v.copy_(state["meta_params"][g][k].to(v))
-            self.optimizer.load_state_dict(state["optimizer"])
+            if state.get("optimizer") is not None:
+                self.outer.load_state_dict(state["optimizer"])
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"checkpoint {self.checkpoint_path} does not match this run ({e})") from None
-        self.iteration = int(state["iteration"])
+        self.iteration = self.saved_iteration = int(state["iteration"])
+        self.env_steps, self.elapsed = int(state.get("env_steps", 0)), float(state.get("elapsed_s", 0.0))
         self.wandb_id = state.get("wandb_id")
 
     def save(self) -> Path | None:
+        self.saved_iteration = self.iteration
         if self.rank != 0:
             return None
         return save_checkpoint(self.checkpoint_path, self.state_dict())
@@ -107,126 +103,96 @@ class Trainer:
 
     def evaluator(self, num_tasks: int) -> Evaluator:
         e = self.cfg.eval
-        return Evaluator(self.dist, num_tasks, e.k_support, e.k_query, e.steps, e.batch_size, e.seed, self.device)
-
-    def _block_iterations(self) -> int:
-        t = self.cfg.task
-        probe = self.dist.sample_episode(1, t.k_support, t.k_query, torch.Generator().manual_seed(0), "train")
-        elements = sum(x.numel() for x in (*probe.support, *probe.query)) * self.cfg.train.meta_batch_size
-        return max(1, min(_MAX_BLOCK, _BLOCK_ELEMENTS // max(1, elements)))
-
-    def _episode(self) -> Episode:
-        """The training meta-batch of this iteration. A block of S iterations is drawn at once from a
-        generator seeded by (seed, rank, block index): the stream depends on nothing else, so a resumed run
-        sees the same tasks, and ranks see different ones."""
-        t, B, S = self.cfg.task, self.cfg.train.meta_batch_size, self.block_iterations
-        index, offset = divmod(self.iteration, S)
-        if self._block[0] != index:
-            gen = torch.Generator().manual_seed(((self.cfg.seed * 1_000_003 + self.rank) * 1_000_003 + index) % 2**63)
-            ep = self.dist.sample_episode(S * B, t.k_support, t.k_query, gen, "train").to(self.device)
-            self._block = (index, [_slice(ep, i * B, (i + 1) * B) for i in range(S)])
-        return self._block[1][offset]
-
-    def _unflatten(self, flat: torch.Tensor) -> MetaParams:
-        meta: MetaParams = {}
-        offset = 0
-        for g, k, shape in self._layout:
-            n = shape.numel()
-            meta.setdefault(g, {})[k] = flat[offset : offset + n].view(shape)
-            offset += n
-        return meta
-
-    def _flat_meta_gradient(self, flat: torch.Tensor, support, query):
-        grads, loss, metrics = self.learner.meta_gradient(self._unflatten(flat), support, query)
-        grad = torch.cat([g.reshape(-1) for g in flat_tensors(grads)])
-        return grad, loss, metrics, torch.linalg.vector_norm(grad)
-
-    def lr(self) -> float:
-        """The outer learning rate of the current iteration."""
-        tc = self.cfg.train
-        return cosine_lr(tc.lr, self.iteration, tc.iterations) if tc.lr_decay == "cosine" else tc.lr
+        return Evaluator(self.source, num_tasks, e.steps, e.batch_size, e.seed, e.plot_tasks)
 
     def step(self) -> dict[str, float]:
         """One outer iteration; raises NonFiniteLossError (nothing applied) on a NaN/inf loss or gradient."""
-        ep = self._episode()
-        grad, loss, metrics, grad_norm = self._meta_gradient(self.flat, ep.support, ep.query)
-        if self.world > 1:
-            distributed.average_([grad])
-            loss = distributed.average_scalar(loss)
-            grad_norm = torch.linalg.vector_norm(grad)
-        loss_f, norm_f = float(loss), float(grad_norm)
-        if not (math.isfinite(loss_f) and math.isfinite(norm_f)):
+        batch, metrics = self.source.train_batch(self.iteration, self.learner, self.meta)
+        try:
+            metrics.update(self.outer.step(self.flat, batch, self.problem, self.iteration))
+        except NonFiniteLossError as e:
             kept = str(self.checkpoint_path) if self.checkpoint_path.exists() else None
-            raise NonFiniteLossError(self.iteration, loss_f if not math.isfinite(loss_f) else norm_f, kept)
-        clip = self.cfg.train.grad_clip
-        if clip > 0 and norm_f > clip:  # clip_grad_norm_'s rule, with the norm already at hand
-            grad = grad * (clip / (norm_f + 1e-6))
-        self.optimizer.step(grad, self.lr())
+            raise NonFiniteLossError(self.iteration, e.value, kept) from None
+        if "env_steps" in metrics:
+            self.env_steps += int(distributed.total(metrics.pop("env_steps"), self.world))
         self.iteration += 1
-        return {"train/meta_loss": loss_f, "train/grad_norm": norm_f, **{f"train/{k}": float(v) for k, v in metrics.items()}}
+        return metrics
+
+    def _start(self) -> None:
+        """--resume: load the checkpoint; otherwise refuse to overwrite a run. Then the run dir and config.yaml."""
+        if self.cfg.resume:
+            self.load_state_dict(load_checkpoint(self.checkpoint_path, map_location=self.device))
+        else:
+            existing = [f for f in _RUN_FILES if (self.run_dir / f).exists()]
+            if existing:
+                raise ConfigError(f"{self.run_dir} already holds a run ({', '.join(existing)}): pass --resume to "
+                                  "continue it, or choose another --run_dir")
+        distributed.barrier(self.world)  # every rank has checked before rank 0 writes
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
 
     def run(self) -> dict[str, Any]:
         cfg, tc = self.cfg, self.cfg.train
-        if cfg.resume:
-            self.load_state_dict(load_checkpoint(self.checkpoint_path, map_location=self.device))
-        elif self.checkpoint_path.exists() and self.rank == 0:
-            raise ConfigError(f"{self.checkpoint_path} exists: pass --resume to continue that run, "
-                              f"or choose another --run_dir")
-        if self.rank == 0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            import yaml
-
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        self._start()
         log_cfg = cfg.log if self.rank == 0 else type(cfg.log)(wandb="disabled", console=False, jsonl=False, progress=False)
         bar = tqdm(total=tc.iterations, initial=self.iteration, desc=cfg.run_name(), disable=not log_cfg.progress,
                    dynamic_ncols=True, mininterval=1.0)
         write = self._console_write or (lambda s: tqdm.write(s))
         logger = make_logger(log_cfg, self.run_dir, to_dict(cfg), cfg.run_name(), write, self.wandb_id)
         self.wandb_id = logger.wandb_run_id
-        t0, done_at_start = time.perf_counter(), self.iteration
+        t0, start, elapsed0 = time.perf_counter(), self.iteration, self.elapsed
+        headline = "return_post" if self.parts.family.is_rl else "meta_loss"
         try:
             while self.iteration < tc.iterations:
                 metrics = self.step()
+                seconds = time.perf_counter() - t0
+                self.elapsed = elapsed0 + seconds
                 bar.update(1)
                 it = self.iteration
                 if it % tc.log_every == 0 or it == tc.iterations:
-                    metrics["time/iter_per_s"] = (it - done_at_start) / (time.perf_counter() - t0)
-                    logger.log(metrics, step=it)
-                    bar.set_postfix(loss=f"{metrics['train/meta_loss']:.4f}")
-                if tc.eval_every and it % tc.eval_every == 0 and it < tc.iterations and self.rank == 0:
-                    summary = self.evaluator(tc.eval_tasks).run(self.learner, self.meta)
-                    logger.log(_eval_metrics(summary), step=it)
-                if it % tc.checkpoint_every == 0:
+                    extra = {"env_steps": self.env_steps} if self.env_steps else {}
+                    logger.log({**{f"train/{k}": v for k, v in metrics.items()}, **extra,
+                                "time/iter_per_s": (it - start) / seconds}, step=it)
+                    bar.set_postfix({headline: f"{metrics[headline]:.4g}"})
+                out_of_time = distributed.any_rank(seconds >= tc.time_limit_s, self.world) if tc.time_limit_s else False
+                if it % tc.checkpoint_every == 0 or out_of_time:
                     self.save()
+                if tc.eval_every and it % tc.eval_every == 0 and it < tc.iterations and self.rank == 0:
+                    logger.log(eval_metrics(self.evaluator(min(tc.eval_tasks, cfg.eval.num_tasks)).run(self.learner, self.meta)), step=it)
+                if out_of_time:
+                    break
             bar.close()
-            self.save()
-            result: dict[str, Any] = {"iterations": self.iteration, "train_seconds": time.perf_counter() - t0}
+            if self.saved_iteration != self.iteration:
+                self.save()
+            result: dict[str, Any] = {"iterations": self.iteration, "iterations_run": self.iteration - start,
+                                      "train_seconds": time.perf_counter() - t0, "elapsed_s": self.elapsed,
+                                      "env_steps": self.env_steps, "stopped_early": self.iteration < tc.iterations}
             if self.rank == 0:
                 evaluator = self.evaluator(cfg.eval.num_tasks)
                 summary = evaluator.run(self.learner, self.meta)
-                evaluator.write(summary, self.learner, self.meta, self.run_dir / "eval.json",
-                                self.run_dir / "eval.png", cfg.eval.plot_tasks)
-                logger.log(_eval_metrics(summary), step=self.iteration)
-                logger.log_summary(_eval_metrics(summary))
-                logger.log_image("eval/plot", self.run_dir / "eval.png", step=self.iteration)
+                summary["iteration"] = self.iteration
+                paths = evaluator.write(summary, self.run_dir)
+                logger.log(eval_metrics(summary), step=self.iteration)
+                logger.log_summary(eval_metrics(summary))
+                for name, path in paths.items():
+                    if path.suffix == ".png":
+                        logger.log_image(f"eval/{name}", path, step=self.iteration)
                 logger.log_artifact(self.checkpoint_path, f"{cfg.run_name()}-checkpoint", "model")
-                result["eval"] = summary
-                result["table"] = format_summary(summary)
+                result.update(eval=summary, table=format_summary(summary), paths=paths)
             return result
+        except KeyboardInterrupt:
+            where = (f"the checkpoint of iteration {self.saved_iteration} survived at {self.checkpoint_path}"
+                     if self.checkpoint_path.exists() else "no checkpoint had been written yet")
+            raise TrainingInterrupted(f"interrupted at iteration {self.iteration}: {where}; continue by running the "
+                                      "same command with --resume") from None
         finally:
             bar.close()
             logger.close()
 
 
-def _slice(ep: Episode, lo: int, hi: int) -> Episode:
-    cut = lambda d: tuple(x[lo:hi] for x in d)  # noqa: E731
-    return Episode({k: v[lo:hi] for k, v in ep.tasks.items()}, cut(ep.support), cut(ep.query))
-
-
-def _eval_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    out = {}
-    for name in ("loss", "accuracy"):
-        if name in summary:
-            for s, m in zip(summary["steps"], summary[name]["mean"]):
-                out[f"eval/{name}_step{s}"] = m
-    return out
+def _without_defaults(section: dict[str, Any], name: str) -> dict[str, Any]:
+    """A config section without the keys at their default value (so a checkpoint written before a new
+    option existed still resumes)."""
+    defaults = to_dict(Config())[name]
+    return {k: v for k, v in section.items() if defaults.get(k, object()) != v}

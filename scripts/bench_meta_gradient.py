@@ -41,14 +41,15 @@ def sinusoid_config(compile_: bool, tasks: int) -> Config:
 def loop_step_fn(trainer: Trainer):
     """A per-task autograd loop doing the same work as Trainer.step (sampling, meta-gradient, Adam)."""
     cfg = trainer.cfg
-    obj = SupervisedObjective(trainer.model, trainer.dist.loss)
+    obj = SupervisedObjective(trainer.parts.model, trainer.parts.dist.loss)
+    dist = trainer.parts.dist
     theta = {k: v.detach().clone().requires_grad_(True) for k, v in trainer.meta["theta"].items()}
-    opt = torch.optim.Adam(list(theta.values()), lr=cfg.train.lr)
+    opt = torch.optim.Adam(list(theta.values()), lr=cfg.outer.lr)
     gen = torch.Generator().manual_seed(0)
     lr = cfg.learner.inner_lr
 
     def step():
-        ep = trainer.dist.sample_episode(cfg.train.meta_batch_size, cfg.task.k_support, cfg.task.k_query, gen)
+        ep = dist.sample_episode(cfg.train.meta_batch_size, cfg.task.k_support, cfg.task.k_query, gen)
         opt.zero_grad()
         total = 0.0
         for i in range(ep.num_tasks):
@@ -67,14 +68,14 @@ def higher_step_fn(trainer: Trainer):
         import higher
     except ImportError:
         return None
-    cfg = trainer.cfg
-    model = trainer.model
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    cfg, dist = trainer.cfg, trainer.parts.dist
+    model = trainer.parts.model
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.outer.lr)
     inner = torch.optim.SGD(model.parameters(), lr=cfg.learner.inner_lr)
     gen = torch.Generator().manual_seed(0)
 
     def step():
-        ep = trainer.dist.sample_episode(cfg.train.meta_batch_size, cfg.task.k_support, cfg.task.k_query, gen)
+        ep = dist.sample_episode(cfg.train.meta_batch_size, cfg.task.k_support, cfg.task.k_query, gen)
         opt.zero_grad()
         for i in range(ep.num_tasks):
             with higher.innerloop_ctx(model, inner, copy_initial_weights=False) as (fmodel, diffopt):
@@ -105,8 +106,8 @@ def interleaved(fns: dict, repeats: dict, rounds: int = 7) -> dict:
     }
 
 
-def run_sinusoid(repeats: int, tasks: int) -> dict:
-    compiled = Trainer(sinusoid_config(True, tasks))
+def run_sinusoid(repeats: int, tasks: int, compile_: bool = True, rounds: int = 7) -> dict:
+    compiled = Trainer(sinusoid_config(compile_, tasks))
     t0 = time.perf_counter()
     compiled.step()
     compile_s = time.perf_counter() - t0
@@ -116,7 +117,7 @@ def run_sinusoid(repeats: int, tasks: int) -> dict:
     higher_step = higher_step_fn(eager)
     if higher_step is not None:
         fns["higher"], reps["higher"] = higher_step, max(1, repeats // 20)
-    m = interleaved(fns, reps)
+    m = interleaved(fns, reps, rounds)
     sec, ratio = m["seconds"], m["ratio"]
     result = {
         "case": "sinusoid",
@@ -141,9 +142,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=500, help="iterations per timing round (metarl path)")
     p.add_argument("--tasks", type=int, default=None, help="tasks per meta-batch (25 sinusoid, 32 omniglot)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
+    p.add_argument("--no-compile", action="store_true", help="the metarl contender without torch.compile (smoke test)")
     args = p.parse_args()
     if args.case == "sinusoid":
-        result = run_sinusoid(args.repeats, args.tasks or 25)
+        result = run_sinusoid(args.repeats, args.tasks or 25, not args.no_compile, args.rounds)
     else:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from bench_omniglot import run_omniglot_case

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,41 +38,37 @@ def main() -> None:
     p.add_argument("--jsonl", default="", help="append one JSON line per iteration to this file")
     args = p.parse_args()
     torch.set_num_threads(args.torch_threads)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-    from envs.mujoco import BATCHED_NAMES
-    from envs.mujoco.batched import BatchedMujocoEnv
-    from metarl.rl.advantages import process_rollouts
-    from metarl.rl.maml_rl import MAMLRL
-    from metarl.rl.policy import GaussianMLPPolicy
-    from metarl.rl.sampler import BatchedSampler
-    from metarl.rl.trpo import TRPOSettings
+    from metarl.config import Config, from_dict
+    from metarl.trainer import Trainer
 
-    if args.env not in BATCHED_NAMES:
-        raise SystemExit(f"error: unknown --env {args.env!r}; choose from {', '.join(sorted(BATCHED_NAMES))}")
-    dist = BATCHED_NAMES[args.env]()
-    env = BatchedMujocoEnv(dist, args.tasks, args.episodes, args.horizon, backend=args.backend, seed=args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
-    policy = GaussianMLPPolicy(env.single_observation_space.shape[0], env.single_action_space.shape[0],
-                               hidden=(100, 100), generator=torch.Generator().manual_seed(args.seed))
-    sampler = BatchedSampler(env, policy)
-    algo = MAMLRL(policy, dict(policy.named_parameters()), inner_lr=args.inner_lr, outer="trpo",
-                  trpo=TRPOSettings(max_kl=args.max_kl, hvp=args.hvp, hvp_task_fraction=args.hvp_task_fraction))
-    theta = algo.init_params()
+    cfg = from_dict(Config, {
+        "task": {"name": args.env, "horizon": args.horizon}, "model": {"hidden": [100, 100]},
+        "learner": {"inner_lr": args.inner_lr},
+        "outer": {"optimizer": "trpo", "max_kl": args.max_kl, "hvp": args.hvp, "hvp_task_fraction": args.hvp_task_fraction},
+        "rl": {"episodes_per_task": args.episodes, "backend": args.backend},
+        "train": {"meta_batch_size": args.tasks, "iterations": args.iterations},
+        "seed": args.seed, "device": "cpu", "run_dir": "/tmp/metarl-bench-unused", "log": {"wandb": "disabled"},
+    }).validate()
+    trainer = Trainer(cfg)  # the training loop's own pieces: rollout source, learner, TRPO step
+    sampler = trainer.source.sampler(args.tasks, args.episodes)
     timing = {"sampling": 0.0}
+    collect = sampler.collect
 
+    def timed_collect(*a, **kw):
+        t0 = time.perf_counter()
+        out = collect(*a, **kw)
+        timing["sampling"] += time.perf_counter() - t0
+        return out
+
+    sampler.collect = timed_collect
+    env = sampler.env
     rows = []
     for it in range(args.iterations):
-        tasks = dist.sample(args.tasks, gen)
         timing["sampling"] = 0.0
-
-        def collect(params):
-            t0 = time.perf_counter()
-            ro = sampler.collect(params, tasks, gen)
-            timing["sampling"] += time.perf_counter() - t0
-            return process_rollouts(ro), float(ro.episode_returns.mean())
-
         t0 = time.perf_counter()
-        theta, info = algo.iteration(theta, args.tasks, collect)
+        info = trainer.step()
         total = time.perf_counter() - t0
         row = {"iteration": it, "seconds": round(total, 2), "sampling_s": round(timing["sampling"], 2),
                "optimisation_s": round(total - timing["sampling"], 2),

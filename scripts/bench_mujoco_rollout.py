@@ -28,7 +28,7 @@ import torch
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--env", default="HalfCheetahVel", help="a MuJoCo batched env name (envs.mujoco.BATCHED_NAMES)")
+    p.add_argument("--env", default="HalfCheetahVel", help="a MuJoCo task family (envs.registry), e.g. AntDir")
     p.add_argument("--tasks", type=int, default=40)
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--horizon", type=int, default=200)
@@ -45,7 +45,8 @@ def parse() -> argparse.Namespace:
 
 def bench_ours(args, names) -> tuple[float, object]:
     from envs.mujoco.batched import BatchedMujocoEnv
-    from metarl.rl.policy import GaussianMLPPolicy, expand_params
+    from metarl.params import expand
+    from metarl.rl.policy import GaussianMLPPolicy
     from metarl.rl.sampler import BatchedSampler
 
     dist = names[args.env]()
@@ -54,7 +55,7 @@ def bench_ours(args, names) -> tuple[float, object]:
     policy = GaussianMLPPolicy(env.single_observation_space.shape[0], env.single_action_space.shape[0],
                                generator=torch.Generator().manual_seed(args.seed)).to(env.device)
     sampler = BatchedSampler(env, policy)
-    params = expand_params(dict(policy.named_parameters()), args.tasks)
+    params = expand(dict(policy.named_parameters()), args.tasks)
     tasks = dist.sample(args.tasks, torch.Generator().manual_seed(args.seed))
     gen = torch.Generator(device=env.device).manual_seed(args.seed)  # the sampler draws actions on env.device
     sampler.collect(params, tasks, gen)  # warm-up
@@ -108,15 +109,16 @@ def bench_ceiling(env, args) -> float:
 def main() -> None:
     args = parse()
     torch.set_num_threads(args.torch_threads)
-    from envs.mujoco import BATCHED_NAMES
+    from envs.mujoco import MUJOCO_TASKS
 
-    if args.env not in BATCHED_NAMES:
-        raise SystemExit(f"error: unknown --env {args.env!r}; choose from {', '.join(sorted(BATCHED_NAMES))}")
+    names = {d.name: d for d in MUJOCO_TASKS}
+    if args.env not in names:
+        raise SystemExit(f"error: unknown --env {args.env!r}; choose from {', '.join(sorted(names))}")
     import mujoco
 
-    ours, env = bench_ours(args, BATCHED_NAMES)
+    ours, env = bench_ours(args, names)
     ceiling = bench_ceiling(env, args)
-    sync = bench_sync(args, BATCHED_NAMES, args.sync_steps) if args.sync_steps > 0 else float("nan")
+    sync = bench_sync(args, names, args.sync_steps) if args.sync_steps > 0 else float("nan")
     result = {
         "env": args.env, "tasks": args.tasks, "episodes": args.episodes, "horizon": args.horizon,
         "backend": env.backend, "engine": type(env.engine).__name__, "mujoco": mujoco.__version__,

@@ -26,17 +26,14 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import envs  # noqa: E402,F401  (registers the single env ids)
-from envs.batched_registry import batched_env_spec, known_batched_envs, make_batched_env  # noqa: E402
+import envs  # noqa: E402  (registers the task families and their single env ids)
+from envs import make_batched_env  # noqa: E402
 from metarl.models import parameters_of  # noqa: E402
 from metarl.rl.policy import GaussianMLPPolicy  # noqa: E402
 from metarl.rl.sampler import BatchedSampler  # noqa: E402
 
-# name -> (batched env name in envs.batched_registry, single env id, horizon); other families add a row
-BENCH_ENVS: dict[str, tuple[str, str, int]] = {
-    "Navigation2D": ("Navigation2D", "metarl/Navigation2D-v0", 100),
-    "HalfCheetahVel": ("HalfCheetahVel", "metarl/HalfCheetahVel-v0", 200),
-}
+#: the families benchmarked so far (any RL family of envs.registry works)
+BENCH_ENVS = ("Navigation2D", "HalfCheetahVel")
 
 
 def batched_timer(name, tasks, T, E, H, policy, params, compile_step):
@@ -110,16 +107,19 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0 = torch's default")
     p.add_argument("--no-compile", action="store_true", help="time the eager sampler only")
     a = p.parse_args()
-    if a.env not in BENCH_ENVS:
-        raise SystemExit(f"error: unknown --env {a.env!r}; known: {', '.join(BENCH_ENVS)}")
+    try:
+        fam = envs.family(a.env)
+    except KeyError as e:
+        raise SystemExit(f"error: {e.args[0]}") from None
+    if not fam.is_rl:
+        raise SystemExit(f"error: {fam.name} is a supervised family: nothing to roll out")
     if a.threads:
         torch.set_num_threads(a.threads)
-    batched_name, single_id, horizon = BENCH_ENVS[a.env]
-    H = a.horizon or horizon
+    batched_name, single_id = fam.name, fam.env_id
+    H = a.horizon or fam.horizon
     T, E = a.tasks, a.episodes
     n = T * E * H
-    spec = batched_env_spec(batched_name)
-    tasks = envs.make_task_distribution(spec.task_distribution).sample(T, torch.Generator().manual_seed(0))
+    tasks = fam.distribution().sample(T, torch.Generator().manual_seed(0))
     probe = make_batched_env(batched_name, 1, 1, H)
     policy = GaussianMLPPolicy(probe.single_observation_space.shape[0], probe.single_action_space.shape[0],
                                generator=torch.Generator().manual_seed(0))

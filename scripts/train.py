@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Meta-train a learner on a supervised task distribution (H = 1): parse config, build, run.
+"""Meta-train any config -- supervised (H = 1) or meta-RL: parse config, build, run.
 
     python scripts/train.py --config configs/sinusoid_maml.yaml [--section.field value ...] [--resume]
+    torchrun --nproc_per_node 2 scripts/train.py --config configs/nav2d_maml_trpo.yaml    (task batch split)
 """
 from __future__ import annotations
 
@@ -20,14 +21,20 @@ def main() -> None:
     cfg = parse_cli(Config, description=__doc__)
     trainer = Trainer(cfg)
     result = trainer.run()
-    if "eval" in result:
-        ev = result["eval"]
-        print(f"\nheld-out evaluation: {ev['num_tasks']} test tasks, {ev['k_support']}-shot support "
-              f"(training took {result['train_seconds']:.0f} s for {result['iterations']} iterations)")
-        print(result["table"])
-        print(f"before adaptation: loss {ev['loss']['mean'][0]:.4f}; after {ev['steps'][-1]} steps: "
-              f"loss {ev['loss']['mean'][-1]:.4f}")
-        print(f"wrote {trainer.run_dir}/eval.json, {trainer.run_dir}/eval.png, {trainer.checkpoint_path}")
+    if "eval" not in result:  # torch.distributed ranks other than 0
+        return
+    ev, name = result["eval"], result["eval"]["metric"]
+    protocol = ", ".join(f"{k} {v}" for k, v in ev["protocol"].items())
+    print(f"\nheld-out evaluation: {ev['num_tasks']} test tasks of {ev['family']} ({protocol}); training: "
+          f"{result['iterations_run']} iterations in {result['train_seconds']:.0f} s in this run, "
+          f"{result['iterations']} in all")
+    print(result["table"])
+    first, last = ev[name]["mean"][0], ev[name]["mean"][-1]
+    print(f"before adaptation: {name} {first:.4f}; after {ev['steps'][-1]} steps: {name} "
+          + ("diverged" if last is None else f"{last:.4f}"))
+    if result["stopped_early"]:
+        print(f"stopped at train.time_limit_s after iteration {result['iterations']}: continue with --resume")
+    print("wrote " + ", ".join(str(p) for p in result["paths"].values()) + f", {trainer.checkpoint_path}")
 
 
 if __name__ == "__main__":

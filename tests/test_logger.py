@@ -48,3 +48,18 @@ def test_console_and_jsonl_backends(tmp_path):
     lg.close()
     assert lines == ["[3] loss=0.5 nan=nan"]
     assert json.loads((tmp_path / "metrics.jsonl").read_text()) == {"step": 3, "loss": 0.5, "nan": "nan"}
+
+
+def test_online_with_a_key_but_no_network_falls_back_to_offline_within_the_timeout(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there: no answer
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    start = time.perf_counter()
+    with pytest.warns(UserWarning, match="logging offline"):
+        lg = WandbLogger("online", "metarl-test", None, "t", tmp_path, {"a": 1}, timeout_s=3)
+    assert lg.mode == "offline" and lg.run is not None
+    assert time.perf_counter() - start < 30  # without the bound wandb waits ~90 s
+    lg.log({"x": 1.0}, step=1)
+    lg.close()

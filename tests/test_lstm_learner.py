@@ -56,7 +56,7 @@ def test_cell_update_is_forget_times_theta_minus_input_times_gradient():
     meta = learner.init_meta_params()
     # forget gate 0.5, input gate 0.1: theta_1 = 0.5 theta - 0.1 grad
     gated = _gated(meta, 0.0, math.log(0.1 / 0.9))
-    one = learner.adapt(gated, ep.support, steps=1)
+    one = learner.adapt_path(gated, ep.support, 1)[-1]
     for t in range(ep.num_tasks):
         data = (ep.support[0][t], ep.support[1][t])
         g = torch.func.grad(learner.objective.inner_loss)(meta["theta"], data)
@@ -64,7 +64,7 @@ def test_cell_update_is_forget_times_theta_minus_input_times_gradient():
             torch.testing.assert_close(one[k][t], 0.5 * v - 0.1 * g[k])
     # forget gate 1 and input gate 0.1 is plain SGD: two steps of it
     sgd = _gated(meta, 40.0, math.log(0.1 / 0.9))
-    two = learner.adapt(sgd, ep.support, steps=2)
+    two = learner.adapt_path(sgd, ep.support, 2)[-1]
     data = (ep.support[0][0], ep.support[1][0])
     p = meta["theta"]
     for _ in range(2):

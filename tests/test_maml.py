@@ -123,7 +123,7 @@ def test_meta_sgd_learning_rate_gradient_matches_finite_differences():
 def test_learned_step_scales_match_finite_differences_and_extend_past_training_steps():
     model, support, query = small_problem(tasks=2, k=4)
     learner = MAML(SupervisedObjective(model), parameters_of(model), inner_lr=0.05, inner_steps=2,
-                   learn_inner_lr=True, learn_step_scale=True, step_loss="mean")
+                   learn_inner_lr=True, learn_step_scale=True, step_loss_weights=(1.0, 1.0))
     meta = learner.init_meta_params()
     meta["log_step_scale"]["steps"] = torch.tensor([0.3, -0.2])
     grads = learner.meta_gradient(meta, support, query)[0]
@@ -182,7 +182,7 @@ def test_config_rejects_per_step_learning_rates_without_meta_sgd():
 def test_multi_step_loss_averages_query_losses_over_steps():
     model, support, query = small_problem()
     init = parameters_of(model)
-    mean_learner = MAML(SupervisedObjective(model), init, inner_lr=0.1, inner_steps=3, step_loss="mean")
+    mean_learner = MAML(SupervisedObjective(model), init, inner_lr=0.1, inner_steps=3, step_loss_weights=(1.0,) * 3)
     meta = mean_learner.init_meta_params()
     expected = torch.stack([MAML(SupervisedObjective(model), init, inner_lr=0.1, inner_steps=s)
                             .meta_loss(meta, support, query)[0] for s in (1, 2, 3)]).mean()
@@ -205,6 +205,9 @@ class Quadratic:
 
     def outer_loss(self, params, data):
         return self.inner_loss(params, data), {}
+
+    def metrics(self, params, data):
+        return {"loss": self.inner_loss(params, data)}
 
 
 def test_reptile_update_equals_closed_form_on_quadratic():
@@ -232,7 +235,7 @@ def test_adapt_does_not_touch_module_weights():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     learner = MAML(SupervisedObjective(model), parameters_of(model), inner_lr=0.1, inner_steps=2)
     meta = learner.init_meta_params()
-    adapted = learner.adapt(meta, support)
+    adapted = learner.adapt_path(meta, support, 2)[-1]
     assert adapted["0.weight"].shape[0] == 3
     assert not torch.equal(adapted["0.weight"][0], meta["theta"]["0.weight"])
     for k, v in model.state_dict().items():
@@ -245,3 +248,20 @@ def test_invalid_hyperparameters_are_rejected():
         MAML(SupervisedObjective(model), parameters_of(model), inner_lr=0.0)
     with pytest.raises(ValueError, match="inner_steps"):
         MAML(SupervisedObjective(model), parameters_of(model), inner_steps=0)
+    with pytest.raises(ValueError, match="step_lr_scales"):
+        MAML(SupervisedObjective(model), parameters_of(model), step_lr_scales=(1.0, 0.0))
+
+
+def test_fixed_step_lr_scales_shorten_later_steps_and_repeat_the_last():
+    model, support, query = small_problem(tasks=2, k=4)
+    init = parameters_of(model)
+    scaled = MAML(SupervisedObjective(model), init, inner_lr=0.1, inner_steps=2, step_lr_scales=(1.0, 0.2))
+    meta = scaled.init_meta_params()
+    assert [scaled.step_size(meta, s)["0.weight"] for s in (0, 1, 5)] == pytest.approx([0.1, 0.02, 0.02])
+    path = scaled.adapt_path(meta, support, 3)
+    inner_grad = torch.func.vmap(torch.func.grad(scaled.objective.inner_loss))
+    for s, lr in ((0, 0.1), (1, 0.02), (2, 0.02)):
+        g = inner_grad(path[s], support)
+        torch.testing.assert_close(path[s + 1]["0.weight"], path[s]["0.weight"] - lr * g["0.weight"])
+    grads = scaled.meta_gradient(meta, support, query)[0]
+    torch.testing.assert_close(flat(grads), fd_gradient(scaled, meta, support, query), rtol=1e-6, atol=1e-8)

@@ -116,7 +116,7 @@ def test_meta_gradient_through_new_mlp_options_matches_finite_differences(activa
     support = (torch.randn(2, 4, 1, generator=g), torch.randn(2, 4, 1, generator=g))
     query = (torch.randn(2, 4, 1, generator=g), torch.randn(2, 4, 1, generator=g))
     learner = MAML(SupervisedObjective(model), parameters_of(model), inner_lr=0.05, inner_steps=2,
-                   learn_inner_lr=True, inner_lr_per_step=True, learn_step_scale=True, step_loss="mean")
+                   learn_inner_lr=True, inner_lr_per_step=True, learn_step_scale=True, step_loss_weights=(1.0, 1.0))
     meta = learner.init_meta_params()
     meta["log_inner_lr"] = {k: v + 0.3 * torch.randn(v.shape, generator=g) for k, v in meta["log_inner_lr"].items()}
     grads = learner.meta_gradient(meta, support, query)[0]
@@ -126,14 +126,15 @@ def test_meta_gradient_through_new_mlp_options_matches_finite_differences(activa
 
 
 def test_config_builds_the_chosen_mlp_and_rejects_unknown_names():
-    from metarl.build import build_model, build_task_distribution
+    from metarl.build import build
 
     cfg = Config()
     cfg.model.hidden = (8, 8, 8)
     cfg.model.activation = "tanh"
     cfg.model.residual = True
     cfg.model.norm = "layer"
-    model = build_model(cfg, build_task_distribution(cfg), torch.Generator().manual_seed(0))
+    cfg.device = "cpu"
+    model = build(cfg.validate()).model
     assert any(type(m).__name__ == "Residual" for m in model) and any(type(m).__name__ == "Tanh" for m in model.modules())
     assert any(type(m).__name__ == "LayerNorm" for m in model.modules())
     with pytest.raises(ValueError, match="activation"):

@@ -13,7 +13,9 @@ from gymnasium.utils.env_checker import check_env  # noqa: E402
 
 import envs  # noqa: E402,F401  (registers the env ids)
 from envs.base import task_at  # noqa: E402
-from envs.mujoco import BATCHED_NAMES, MUJOCO_TASKS  # noqa: E402
+from envs.mujoco import MUJOCO_TASKS  # noqa: E402
+
+BATCHED_NAMES = {d.name: d for d in MUJOCO_TASKS}
 from envs.mujoco.batched import BatchedMujocoEnv  # noqa: E402
 from envs.mujoco.cpu_backend import has_batch  # noqa: E402
 
@@ -150,3 +152,12 @@ def test_bad_input_is_explained():
         env.set_tasks({"velocity": torch.zeros(2)})
     with pytest.raises(ValueError, match="2 tasks"):
         env.set_tasks({"goal": torch.zeros(3, 2)})
+
+
+def test_mujoco_warnings_do_not_write_a_log_file_into_the_working_directory(tmp_path, monkeypatch):
+    # MuJoCo 4 warns about Gymnasium's v5 assets; its default handler appends that to ./MUJOCO_LOG.TXT
+    monkeypatch.chdir(tmp_path)
+    env = gym.make("metarl/HalfCheetahVel-v0")
+    env.reset(seed=0)
+    BatchedMujocoEnv(BATCHED_NAMES["AntDir"](), 1, 1, 5)
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()

@@ -13,14 +13,14 @@ pytest.importorskip("mujoco_warp")
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA device", allow_module_level=True)
 
-from envs.mujoco import BATCHED_NAMES  # noqa: E402
+import envs  # noqa: E402
 from envs.mujoco.batched import BatchedMujocoEnv  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["HalfCheetahVel", "AntGoal", "HopperRandParams"])
 def test_warp_matches_cpu(name):
     T, E, H = 3, 2, 10
-    dist = BATCHED_NAMES[name]()
+    dist = envs.make_distribution(name)
     tasks = dist.sample(T, torch.Generator().manual_seed(0))
     cpu = BatchedMujocoEnv(dist, T, E, H, backend="cpu", dtype=torch.float64)
     gpu = BatchedMujocoEnv(dist, T, E, H, backend="warp", device="cuda", dtype=torch.float64)

@@ -5,9 +5,8 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-import envs  # noqa: F401  (registers the env ids)
+import envs  # (registers the env ids)
 from envs.base import checkerboard_split_of
-from envs.batched_registry import known_batched_envs, make_batched_env
 from envs.navigation import BatchedNavigation2D, Navigation2DTasks
 
 
@@ -79,8 +78,10 @@ def test_single_and_batched_envs_agree_step_for_step():
 
 
 def test_batched_env_errors_and_registry():
-    assert "Navigation2D" in known_batched_envs()
-    env = make_batched_env("Navigation2D", 2, 3)
+    fam = envs.family("navigation2d")
+    assert fam.name == "Navigation2D" and envs.family("metarl/Navigation2D-v0") is fam and fam.is_rl
+    assert fam.env_id == "metarl/Navigation2D-v0" and fam.env_id in gym.registry and fam.horizon == 100
+    env = envs.make_batched_env("Navigation2D", 2, 3)
     assert env.num_envs == 6 and env.horizon == 100
     with pytest.raises(RuntimeError):
         env.reset()
@@ -90,4 +91,6 @@ def test_batched_env_errors_and_registry():
     with pytest.raises(ValueError):
         env.step(torch.zeros(5, 2))
     with pytest.raises(KeyError, match="Navigation2D"):
-        make_batched_env("Nope", 1, 1)
+        envs.make_batched_env("Nope", 1, 1)
+    with pytest.raises(KeyError, match="supervised"):
+        envs.make_batched_env("Sinusoid", 1, 1)

@@ -204,8 +204,8 @@ def test_env_passes_check_env_and_rewards_minus_cross_entropy(dist):
 
 
 def test_registered_name_and_env_id():
-    assert "omniglot" in envs.known_task_distributions()
-    assert "metarl/Omniglot-v0" in gym.registry
+    assert "Omniglot" in envs.known() and envs.family("omniglot").env_id == "metarl/Omniglot-v0"
+    assert "metarl/Omniglot-v0" in gym.registry and not envs.family("omniglot").is_rl
 
 
 @needs_data
@@ -214,16 +214,20 @@ def test_evaluator_writes_accuracy_json_and_episode_plot(dist, tmp_path):
 
     from metarl.convnet import ConvNet
     from metarl.evaluate import Evaluator
+    from metarl.experience import SupervisedSource
     from metarl.learners import MAML
     from metarl.models import parameters_of
     from metarl.objectives import SupervisedObjective
 
     net = ConvNet(1, 5, channels=4, generator=torch.Generator().manual_seed(0))
-    learner = MAML(SupervisedObjective(net, dist.loss), parameters_of(net), inner_lr=0.4, inner_steps=1)
-    evaluator = Evaluator(dist, num_tasks=6, k_support=1, k_query=2, steps=2, batch_size=4)
+    objective = SupervisedObjective(net, dist.loss)
+    learner = MAML(objective, parameters_of(net), inner_lr=0.4, inner_steps=1)
+    source = SupervisedSource(dist, objective, 2, 0, torch.device("cpu"), 1, 2, eval_k_support=1, eval_k_query=2)
+    evaluator = Evaluator(source, num_tasks=6, steps=2, batch_size=4, plot_tasks=1)
     summary = evaluator.run(learner, learner.init_meta_params())
     acc = summary["accuracy"]["mean"]
-    assert len(acc) == 3 and all(0.0 <= a <= 1.0 for a in acc)
-    evaluator.write(summary, learner, learner.init_meta_params(), tmp_path / "r.json", tmp_path / "r.png", 1)
+    assert len(acc) == 3 and all(0.0 <= a <= 1.0 for a in acc) and summary["metric"] == "accuracy"
+    assert len(summary["accuracy"]["per_task"][0]) == 6
+    paths = evaluator.write(summary, tmp_path, "r")
     assert json.loads((tmp_path / "r.json").read_text())["accuracy"]["mean"] == acc
-    assert (tmp_path / "r.png").stat().st_size > 10_000
+    assert paths["episodes"] == tmp_path / "r_episodes.png" and paths["episodes"].stat().st_size > 10_000

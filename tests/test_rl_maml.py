@@ -1,164 +1,200 @@
-"""MAML-RL: the meta-gradient through the inner step against finite differences (float64), the TRPO step's
-KL bound, the importance ratio before the first update, first-order vs second-order, reproducibility."""
+"""MAML-RL on the shared learner: the meta-gradient through one and two inner steps against finite differences
+(float64), the estimators' Hessians, the TRPO step's KL bound, the importance ratio before the first update,
+first order vs second order, Meta-SGD and fixed per-step sizes, Reptile-RL, reproducibility."""
 import math
 
 import pytest
 import torch
 from torch.func import grad
 
-from envs.navigation import BatchedNavigation2D, Navigation2DTasks
+from envs.navigation import Navigation2DTasks
+from metarl.config import OuterConfig
+from metarl.learners import MAML, Reptile
 from metarl.models import parameters_of
-from metarl.rl.advantages import process_rollouts
-from metarl.rl.maml_rl import LOG_LR_PREFIX, MAMLRL, adapt_per_task
-from metarl.rl.policy import GaussianMLPPolicy, batched_policy_outputs, expand_params, gaussian_log_prob
-from metarl.rl.reptile_rl import ReptileRL
-from metarl.rl.sampler import BatchedSampler
-from metarl.rl.trpo import TRPOSettings, conjugate_gradient, trpo_step
+from metarl.outer import GradientStep, MetaProblem, TRPOStep, conjugate_gradient, gauss_newton_kl_hvp
+from metarl.optim import FlatAdam
+from metarl.params import FlatLayout
+from metarl.rl.objective import RLObjective
+from metarl.rl.policy import GaussianMLPPolicy
+from metarl.rl.source import RolloutSource, with_old_policy
+
+import envs
 
 
-def tiny_case(estimator="reinforce", first_order=False):
-    """One task, 2 episodes x 3 steps of fixed data, a 2-3-2 tanh policy, float64."""
-    gen = torch.Generator().manual_seed(0)
+def fixed_data(gen):
+    return {
+        "obs": torch.randn(1, 2, 3, 2, generator=gen, dtype=torch.float64),
+        "actions": torch.randn(1, 2, 3, 2, generator=gen, dtype=torch.float64),
+        "advantages": torch.randn(1, 2, 3, generator=gen, dtype=torch.float64),
+        "mask": torch.tensor([[[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]], dtype=torch.float64),
+        "rewards": torch.randn(1, 2, 3, generator=gen, dtype=torch.float64),
+    }
+
+
+def rl_case(steps=1, weights=(), first_order=False, estimator="reinforce", learn_inner_lr=False, scales=(), seed=0):
+    """One task of fixed data, a 2-3-2 tanh policy, float64: supports D_0..D_{k-1}, queries D_1..D_k with the
+    sampling (adapted) policies attached, then theta moved off the sampling point so that the surrogate's
+    ratio and the KL are not trivially flat."""
+    gen = torch.Generator().manual_seed(seed)
     policy = GaussianMLPPolicy(2, 2, hidden=(3,), activation="tanh", init_std=0.7, generator=gen).double()
-    theta = parameters_of(policy)
-    algo = MAMLRL(policy, theta, inner_lr=0.5, estimator=estimator, first_order=first_order)
-
-    def data():
-        return {
-            "obs": torch.randn(1, 2, 3, 2, generator=gen, dtype=torch.float64),
-            "actions": torch.randn(1, 2, 3, 2, generator=gen, dtype=torch.float64),
-            "advantages": torch.randn(1, 2, 3, generator=gen, dtype=torch.float64),
-            "mask": torch.tensor([[[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]], dtype=torch.float64),
-        }
-
-    support, query = data(), data()
-    query = algo.with_old_policy(theta, support, query)
-    # move theta away from the sampling point so the surrogate's ratio and the KL are not trivially flat
-    theta = {k: v + 0.1 * torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in theta.items()}
-    return algo, theta, support, query
+    learner = MAML(RLObjective(policy, estimator), parameters_of(policy), inner_lr=0.5, inner_steps=steps,
+                   first_order=first_order, step_loss_weights=weights, learn_inner_lr=learn_inner_lr,
+                   step_lr_scales=scales)
+    meta = learner.init_meta_params()
+    data = [fixed_data(gen) for _ in range(steps + 1)]
+    support = data[:steps]
+    path = learner.adapt_path(meta, support, steps)
+    query = [with_old_policy(policy, d, p) for d, p in zip(data[1:], path[1:])]
+    meta = {g: {k: v + 0.1 * torch.randn(v.shape, generator=gen, dtype=v.dtype) for k, v in d.items()}
+            for g, d in meta.items()}
+    return learner, meta, support, query
 
 
-def finite_difference(f, theta, eps=1e-6):
+def loss_and_kl(learner, meta, support, query):
+    loss, metrics = learner.meta_loss(meta, support, query)
+    return loss, metrics["kl"]
+
+
+def finite_difference(f, meta, eps=1e-6):
     out = {}
-    for k, v in theta.items():
-        g = torch.zeros_like(v)
-        for i in range(v.numel()):
-            d = torch.zeros_like(v).view(-1)
-            d[i] = eps
-            d = d.view_as(v)
-            plus = float(f({**theta, k: v + d}))
-            minus = float(f({**theta, k: v - d}))
-            g.view(-1)[i] = (plus - minus) / (2 * eps)
-        out[k] = g
+    for g, d in meta.items():
+        for k, v in d.items():
+            fd = torch.zeros_like(v)
+            for i in range(v.numel()):
+                e = torch.zeros_like(v).view(-1)
+                e[i] = eps
+                e = e.view_as(v)
+                plus = float(f({**meta, g: {**d, k: v + e}}))
+                minus = float(f({**meta, g: {**d, k: v - e}}))
+                fd.view(-1)[i] = (plus - minus) / (2 * eps)
+            out[(g, k)] = fd
     return out
 
 
+def assert_meta_gradient_matches_fd(learner, meta, support, query):
+    grads = learner.meta_gradient(meta, support, query)[0]
+    fd = finite_difference(lambda m: learner.meta_loss(m, support, query)[0], meta)
+    for (g, k), expected in fd.items():
+        assert torch.allclose(grads[g][k], expected, atol=1e-7, rtol=1e-5), (g, k)
+    return grads
+
+
 def test_meta_gradient_matches_finite_differences():
-    algo, theta, support, query = tiny_case("reinforce")
-    th = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
-    loss, kl, _ = algo.loss_and_kl(th, support, query)
-    grads = torch.autograd.grad(loss, list(th.values()))
-    fd = finite_difference(lambda t: algo.loss_and_kl(t, support, query)[0], theta)
-    for (k, g_fd), g in zip(fd.items(), grads):
-        assert torch.allclose(g, g_fd, atol=1e-7, rtol=1e-5), k
+    assert_meta_gradient_matches_fd(*rl_case())
 
 
 @pytest.mark.parametrize("estimator", ["reinforce", "dice", "lvc"])
 def test_meta_gradient_uses_the_estimators_hessian(estimator):
     """d L_out(theta - a g(theta)) / d theta = (I - a H) grad L_out(phi), with g and H the estimator's gradient
     and Hessian (DiCE and LVC are not the derivative of the sampled loss: FD only applies to REINFORCE)."""
-    algo, theta, support, query = tiny_case(estimator)
-    names, shapes = list(theta), [v.shape for v in theta.values()]
-    sizes = [v.numel() for v in theta.values()]
-
-    def unflat(x):
-        return {n: c.view(s) for n, c, s in zip(names, x.split(sizes), shapes)}
-
-    one_s = {k: v[0] for k, v in support.items()}
-    one_q = {k: v[0] for k, v in query.items()}
-    x = torch.cat([v.reshape(-1) for v in theta.values()])
-    inner = lambda x: algo.objective.inner_loss(unflat(x), one_s)  # noqa: E731
+    learner, meta, support, query = rl_case(estimator=estimator)
+    theta = meta["theta"]
+    layout = FlatLayout({"theta": theta})
+    unflat = lambda x: layout.unflatten(x)["theta"]  # noqa: E731
+    one_s = {k: v[0] for k, v in support[0].items()}
+    one_q = {k: v[0] for k, v in query[0].items()}
+    x = layout.flatten({"theta": theta})
+    inner = lambda x: learner.objective.inner_loss(unflat(x), one_s)  # noqa: E731
     g = torch.autograd.functional.jacobian(inner, x)
     H = torch.autograd.functional.hessian(inner, x)
-    phi = x - algo.inner_lr * g
-    g_out = torch.autograd.functional.jacobian(lambda p: algo.objective.outer_loss(unflat(p), one_q)[0], phi)
-    expected = g_out - algo.inner_lr * H @ g_out
-    th = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
-    got = torch.cat([t.reshape(-1) for t in torch.autograd.grad(algo.loss_and_kl(th, support, query)[0], list(th.values()))])
+    phi = x - learner.inner_lr * g
+    g_out = torch.autograd.functional.jacobian(lambda p: learner.objective.outer_loss(unflat(p), one_q)[0], phi)
+    expected = g_out - learner.inner_lr * H @ g_out
+    got = layout.flatten(learner.meta_gradient(meta, support, query)[0])
     assert torch.allclose(got, expected, atol=1e-10, rtol=1e-8)
 
 
 def test_kl_hessian_vector_product_through_adaptation_matches_finite_differences():
-    algo, theta, support, query = tiny_case()
-    gen = torch.Generator().manual_seed(3)
-    v = {k: torch.randn(t.shape, generator=gen, dtype=torch.float64) for k, t in theta.items()}
-
-    def kl_grad(t, create_graph=False):
-        tt = {k: x.clone().requires_grad_(True) for k, x in t.items()}
-        kl = algo.loss_and_kl(tt, support, query)[1]
-        return dict(zip(tt, torch.autograd.grad(kl, list(tt.values()), create_graph=create_graph))), tt
-
-    g, tt = kl_grad(theta, create_graph=True)
-    hv = torch.autograd.grad(sum((g[k] * v[k]).sum() for k in g), list(tt.values()))
+    learner, meta, support, query = rl_case()
+    layout = FlatLayout(meta)
+    x0 = layout.flatten(meta)
+    v = torch.randn(x0.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    kl = lambda x: loss_and_kl(learner, layout.unflatten(x), support, query)[1]  # noqa: E731
+    _, hv = torch.autograd.functional.hvp(kl, x0, v)
     eps = 1e-5
-    gp, _ = kl_grad({k: theta[k] + eps * v[k] for k in theta})
-    gm, _ = kl_grad({k: theta[k] - eps * v[k] for k in theta})
-    for (k, h) in zip(theta, hv):
-        assert torch.allclose(h, (gp[k] - gm[k]) / (2 * eps), atol=1e-7, rtol=1e-5), k
+    grad_kl = lambda x: torch.autograd.functional.jacobian(kl, x)  # noqa: E731
+    assert torch.allclose(hv, (grad_kl(x0 + eps * v) - grad_kl(x0 - eps * v)) / (2 * eps), atol=1e-7, rtol=1e-5)
 
 
 def test_first_order_meta_gradient_differs_from_second_order():
-    grads = []
-    for fo in (False, True):
-        algo, theta, support, query = tiny_case(first_order=fo)
-        th = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
-        grads.append(torch.autograd.grad(algo.loss_and_kl(th, support, query)[0], list(th.values())))
-    assert not all(torch.allclose(a, b) for a, b in zip(*grads))
+    second = rl_case()
+    first = rl_case(first_order=True)
+    g2 = second[0].meta_gradient(*second[1:])[0]["theta"]
+    g1 = first[0].meta_gradient(*first[1:])[0]["theta"]
+    assert not all(torch.allclose(g1[k], g2[k]) for k in g1)
+    # the same loss: only its gradient differs
+    assert torch.equal(first[0].meta_loss(*first[1:])[0], second[0].meta_loss(*second[1:])[0])
 
 
-def nav_setup(seed=0, T=4, E=6, H=20, **kw):
-    gen = torch.Generator().manual_seed(seed)
-    policy = GaussianMLPPolicy(2, 2, hidden=(16, 16), generator=gen)
-    algo = MAMLRL(policy, parameters_of(policy), inner_lr=0.1, **kw)
-    sampler = BatchedSampler(BatchedNavigation2D(T, E, H), policy)
-    tasks = Navigation2DTasks().sample(T, gen)
-    last = {}
+@pytest.mark.parametrize("first_order", [False, True])
+def test_gauss_newton_kl_hvp_equals_autograd_hvp_at_the_old_params(first_order):
+    learner, meta, support, query = rl_case(first_order=first_order)
+    # at the params that sampled the query data the KL's gradient in phi vanishes: there H = J^T F J exactly
+    phi = learner.adapt_path(meta, support, 1)[1]
+    query = [with_old_policy(learner.objective.policy, query[0], phi)]
+    layout = FlatLayout(meta)
+    v = torch.randn(layout.size, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    kl = lambda x: loss_and_kl(learner, layout.unflatten(x), support, query)[1]  # noqa: E731
+    _, hv = torch.autograd.functional.hvp(kl, layout.flatten(meta), v)
+    from metarl.learners.base import Batch
 
-    def collect(params):
-        r = sampler.collect(params, tasks, gen)
-        last["rollouts"] = r
-        return process_rollouts(r), float(r.episode_returns.mean())
-
-    return algo, collect, T, last
-
-
-def test_importance_ratio_is_exactly_one_before_the_first_update():
-    algo, collect, T, last = nav_setup()
-    theta = algo.init_params()
-    support, _ = collect(theta)
-    phi = adapt_per_task(algo.objective, expand_params(theta, T), support, algo.inner_lr)
-    query, _ = collect(phi)
-    q = algo.with_old_policy(theta, support, query)
-    # the old log-probs are those of the policy that sampled the query episodes
-    assert torch.allclose(q["old_log_probs"], last["rollouts"].log_probs, atol=1e-4)
-    th = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
-    _, kl, metrics = algo.loss_and_kl(th, support, q)
-    assert float(metrics["ratio_dev"].detach()) == 0.0 and float(kl.detach()) == 0.0
+    gn = gauss_newton_kl_hvp(learner, meta, Batch({}, support, query), layout.unflatten(v))
+    assert torch.allclose(layout.flatten(gn), hv, atol=1e-10, rtol=1e-8)
 
 
-@pytest.mark.parametrize("max_kl", [0.01, 1e-4])
-def test_trpo_step_respects_the_kl_bound_and_improves(max_kl):
-    algo, collect, T, _ = nav_setup(trpo=TRPOSettings(max_kl=max_kl))
-    theta = algo.init_params()
-    support, _ = collect(theta)
-    query, _ = collect(adapt_per_task(algo.objective, expand_params(theta, T), support, algo.inner_lr))
-    q = algo.with_old_policy(theta, support, query)
-    new, info = trpo_step(theta, lambda t: algo.loss_and_kl(t, support, q), algo.trpo)
-    assert info["accepted"] == 1.0
-    loss_old, _, _ = algo.loss_and_kl(theta, support, q)
-    loss_new, kl_new, _ = algo.loss_and_kl(new, support, q)
-    assert float(kl_new) <= max_kl and float(kl_new) > 0.1 * max_kl  # uses the trust region, stays inside
-    assert float(loss_new) < float(loss_old)
+def test_two_inner_steps_take_the_second_step_on_the_second_data_from_the_first_steps_params():
+    learner, meta, support, query = rl_case(steps=2)
+    one = lambda d: {k: v[0] for k, v in d.items()}  # noqa: E731
+    inner, theta = learner.objective.inner_loss, meta["theta"]
+    g0 = grad(inner)(theta, one(support[0]))
+    phi1 = {k: theta[k] - 0.5 * g0[k] for k in theta}
+    g1 = grad(inner)(phi1, one(support[1]))
+    phi2 = {k: phi1[k] - 0.5 * g1[k] for k in theta}
+    expected, metrics = learner.objective.outer_loss(phi2, one(query[1]))
+    loss, kl = loss_and_kl(learner, meta, support, query)
+    assert torch.allclose(loss, expected, atol=1e-12) and torch.allclose(kl, metrics["kl"], atol=1e-12)
+    path = learner.adapt_path(meta, support, 2)
+    assert all(torch.allclose(path[2][k][0], phi2[k], atol=1e-12) for k in theta)
+
+
+@pytest.mark.parametrize("weights", [(), (0.5, 0.5)])
+def test_two_step_meta_gradient_matches_finite_differences(weights):
+    assert_meta_gradient_matches_fd(*rl_case(steps=2, weights=weights))
+
+
+def test_step_loss_weights_mix_the_steps_surrogates():
+    cases = [rl_case(steps=2, weights=w) for w in [(1, 0), (0, 1), (1, 3)]]
+    _, meta, support, query = cases[0]
+    l1, l2, lm = (c[0].meta_loss(meta, support, query)[0] for c in cases)
+    assert not torch.allclose(l1, l2)
+    assert torch.allclose(lm, 0.25 * l1 + 0.75 * l2, atol=1e-12)
+    with pytest.raises(ValueError, match="step_loss_weights"):
+        rl_case(steps=2, weights=(1.0,))
+
+
+def test_learned_inner_lr_starts_at_inner_lr_and_its_meta_gradient_matches_finite_differences():
+    learner, meta, support, query = rl_case(steps=2, learn_inner_lr=True)
+    init = learner.init_meta_params()
+    assert set(init) == {"theta", "log_inner_lr"} and set(init["log_inner_lr"]) == set(init["theta"])
+    assert all(torch.allclose(v, torch.full_like(v, math.log(0.5))) for v in init["log_inner_lr"].values())
+    fixed = rl_case(steps=2)[0]
+    # at the initial step sizes Meta-SGD is MAML with inner_lr
+    assert torch.allclose(learner.meta_loss({**init, "theta": meta["theta"]}, support, query)[0],
+                          fixed.meta_loss({"theta": meta["theta"]}, support, query)[0])
+    grads = assert_meta_gradient_matches_fd(learner, meta, support, query)
+    assert all(float(v.abs().max()) > 0 for v in grads["log_inner_lr"].values())
+
+
+def test_step_lr_scales_shorten_the_later_steps():
+    learner, meta, support, query = rl_case(steps=2)
+    scaled = rl_case(steps=2, scales=(1.0, 0.2))[0]
+    one = lambda d: {k: v[0] for k, v in d.items()}  # noqa: E731
+    inner, theta = learner.objective.inner_loss, meta["theta"]
+    phi1 = {k: theta[k] - 0.5 * grad(inner)(theta, one(support[0]))[k] for k in theta}
+    phi2 = {k: phi1[k] - 0.1 * grad(inner)(phi1, one(support[1]))[k] for k in theta}
+    expected = learner.objective.outer_loss(phi2, one(query[1]))[0]
+    assert torch.allclose(scaled.meta_loss(meta, support, query)[0], expected, atol=1e-12)
+    assert not torch.allclose(learner.meta_loss(meta, support, query)[0], expected)
 
 
 def test_conjugate_gradient_solves_spd_system():
@@ -170,171 +206,101 @@ def test_conjugate_gradient_solves_spd_system():
     assert torch.allclose(A @ x, b, atol=1e-8)
 
 
+# ---------------------------------------------------------------- with rollouts
+
+def nav_setup(seed=0, T=4, E=6, H=20, learner_cls=MAML, **kw):
+    gen = torch.Generator().manual_seed(seed)
+    policy = GaussianMLPPolicy(2, 2, hidden=(16, 16), generator=gen)
+    learner = learner_cls(RLObjective(policy, clip=kw.pop("clip", 0.0)), parameters_of(policy), inner_lr=0.1, **kw)
+    source = RolloutSource(envs.family("Navigation2D"), Navigation2DTasks(), policy, T, seed, torch.device("cpu"),
+                           episodes_per_task=E, horizon=H)
+    meta = learner.init_meta_params()
+    layout = FlatLayout(meta)
+    flat = layout.flatten(meta)
+    return learner, source, flat, layout
+
+
+def test_importance_ratio_is_exactly_one_before_the_first_update():
+    learner, source, flat, layout = nav_setup()
+    meta = layout.unflatten(flat)
+    path = source.rollout_path(learner, meta, source.dist.sample(4, torch.Generator().manual_seed(1)), 1, 2,
+                               torch.Generator().manual_seed(2), 6)
+    batch, _ = source.train_batch(0, learner, meta)
+    (data, rollouts, phi) = path[1]
+    q = with_old_policy(source.policy, data, phi)
+    # the old log-probs are those of the policy that sampled the query episodes
+    assert torch.allclose(q["old_log_probs"], rollouts.log_probs, atol=1e-4)
+    loss, metrics = learner.meta_loss(meta, batch.support, batch.query)
+    assert float(metrics["ratio_dev"]) == 0.0 and float(metrics["kl"]) == 0.0
+
+
+@pytest.mark.parametrize("max_kl", [0.01, 1e-4])
+def test_trpo_step_respects_the_kl_bound_and_improves(max_kl):
+    learner, source, flat, layout = nav_setup()
+    batch, _ = source.train_batch(0, learner, layout.unflatten(flat))
+    problem = MetaProblem(learner, layout)
+    old = flat.clone()
+    info = TRPOStep(OuterConfig(optimizer="trpo", max_kl=max_kl)).step(flat, batch, problem)
+    assert info["accepted"] == 1.0 and not torch.equal(old, flat)
+    loss_old = problem.loss(old, batch)[0]
+    loss_new, metrics = problem.loss(flat, batch)
+    assert 0.1 * max_kl < float(metrics["kl"]) <= max_kl  # uses the trust region, stays inside
+    assert float(loss_new) < float(loss_old)
+
+
 @pytest.mark.parametrize("outer", ["trpo", "ppo"])
 def test_same_seed_same_returns(outer):
     runs = []
     for _ in range(2):
-        algo, collect, T, _ = nav_setup(seed=7, outer=outer)
-        theta = algo.init_params()
+        learner, source, flat, layout = nav_setup(seed=7, clip=0.2 if outer == "ppo" else 0.0)
+        step = TRPOStep(OuterConfig(optimizer="trpo")) if outer == "trpo" else \
+            GradientStep(FlatAdam(flat), lambda it: 1e-3, epochs=3)
         history = []
-        for _ in range(2):
-            theta, m = algo.iteration(theta, T, collect)
+        for it in range(2):
+            batch, m = source.train_batch(it, learner, layout.unflatten(flat))
+            step.step(flat, batch, MetaProblem(learner, layout), it)
             history.append((m["return_pre"], m["return_post"]))
-        runs.append((history, theta))
-    assert runs[0][0] == runs[1][0]
-    assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
+        runs.append((history, flat))
+    assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
     assert runs[0][0][0] != runs[0][0][1]  # the params did move
 
 
-def test_ppo_outer_step_lowers_the_surrogate():
-    algo, collect, T, _ = nav_setup(outer="ppo", ppo_lr=1e-3)
-    theta = algo.init_params()
-    support, _ = collect(theta)
-    query, _ = collect(adapt_per_task(algo.objective, expand_params(theta, T), support, algo.inner_lr))
-    new, info = algo.outer_step(theta, support, query)
-    q = algo.with_old_policy(theta, support, query)
-    assert float(algo.loss_and_kl(new, support, q)[0]) < float(algo.loss_and_kl(theta, support, q)[0])
+def test_ppo_epochs_lower_the_clipped_surrogate():
+    learner, source, flat, layout = nav_setup(clip=0.2)
+    batch, _ = source.train_batch(0, learner, layout.unflatten(flat))
+    problem = MetaProblem(learner, layout)
+    before = float(problem.loss(flat, batch)[0])
+    info = GradientStep(FlatAdam(flat), lambda it: 1e-3, epochs=5).step(flat, batch, problem, 0)
+    assert float(problem.loss(flat, batch)[0]) < before and info["meta_loss_last_epoch"] < info["meta_loss"]
+
+
+def test_multi_step_batch_collects_once_per_step_and_is_reproducible():
+    metrics, supports = [], []
+    for _ in range(2):
+        learner, source, flat, layout = nav_setup(seed=3, inner_steps=3)
+        batch, m = source.train_batch(5, learner, layout.unflatten(flat))
+        assert len(batch.support) == 3 and len(batch.query) == 3
+        assert {"return_pre", "return_step1", "return_step2", "return_post"} <= set(m)
+        assert m["env_steps"] == 4 * 4 * 6 * 20  # 4 collections of T x E x H (no early termination this soon)
+        metrics.append(m), supports.append(batch.support[2]["obs"])
+    assert metrics[0] == metrics[1] and torch.equal(supports[0], supports[1])
 
 
 def test_reptile_rl_moves_theta_towards_the_adapted_params():
-    algo, collect, T, _ = nav_setup()
-    rep = ReptileRL(algo.objective.policy, algo.init_params(), inner_lr=0.1, inner_steps=2, epsilon=1.0)
-    theta = rep.init_params()
-    # epsilon = 1: theta becomes the mean of the adapted parameters, replayed here with the same generator
-    algo2, collect2, _, _ = nav_setup()
-    phi = expand_params(theta, T)
-    for step in range(2):
-        data, _ = collect2(theta if step == 0 else phi)
-        phi = adapt_per_task(rep.objective, phi, data, 0.1)
-    new, m = rep.iteration(theta, T, collect)
-    assert all(torch.allclose(new[k], phi[k].mean(0)) for k in new)
+    learner, source, flat, layout = nav_setup(learner_cls=Reptile, inner_steps=2)
+    meta = layout.unflatten(flat)
+    batch, m = source.train_batch(0, learner, meta)
+    assert len(batch.query) == 0 and "return_step1" not in m  # k collections, no query collection
+    # replayed by hand: phi after two steps, each on the episodes the previous params collected
+    phi = learner.adapt_path(meta, batch.support, 2)[-1]
+    theta = {k: v.clone() for k, v in meta["theta"].items()}
+    GradientStep(torch_sgd(flat), lambda it: 1.0).step(flat, batch, MetaProblem(learner, layout), 0)
+    new = layout.unflatten(flat)["theta"]
+    assert all(torch.allclose(new[k], phi[k].mean(0), atol=1e-6) for k in new)  # epsilon = 1: the mean of phi
     assert not torch.allclose(new["mean.4.bias"], theta["mean.4.bias"])
 
 
-@pytest.mark.parametrize("first_order", [False, True])
-def test_gauss_newton_kl_hvp_equals_autograd_hvp_at_the_old_params(first_order):
-    algo, theta, support, query = tiny_case(first_order=first_order)
-    # at the params that sampled the query data the KL's gradient in phi vanishes: there H = J^T F J exactly
-    q = algo.with_old_policy(theta, support, query)
-    gen = torch.Generator().manual_seed(4)
-    v = {k: torch.randn(t.shape, generator=gen, dtype=torch.float64) for k, t in theta.items()}
-    th = {k: t.clone().requires_grad_(True) for k, t in theta.items()}
-    kl = algo.loss_and_kl(th, support, q)[1]
-    g = torch.autograd.grad(kl, list(th.values()), create_graph=True)
-    hv = torch.autograd.grad(sum((a * v[k]).sum() for a, k in zip(g, th)), list(th.values()))
-    gn = algo.kl_hvp_gauss_newton(theta, support, q, v)
-    for k, h in zip(th, hv):
-        assert torch.allclose(gn[k], h, atol=1e-10, rtol=1e-8), k
+def torch_sgd(flat):
+    from metarl.optim import FlatSGD
 
-
-def multi_step_case(weights=(), first_order=False, learn_inner_lr=False):
-    """tiny_case with two inner steps: supports D_0, D_1 and queries D_1, D_2 (the old policies attached)."""
-    gen = torch.Generator().manual_seed(1)
-    policy = GaussianMLPPolicy(2, 2, hidden=(3,), activation="tanh", init_std=0.7, generator=gen).double()
-    algo = MAMLRL(policy, parameters_of(policy), inner_lr=0.5, first_order=first_order, inner_steps=2,
-                  step_loss_weights=weights, learn_inner_lr=learn_inner_lr)
-    theta = algo.init_params()
-
-    def data():
-        return {
-            "obs": torch.randn(1, 2, 3, 2, generator=gen, dtype=torch.float64),
-            "actions": torch.randn(1, 2, 3, 2, generator=gen, dtype=torch.float64),
-            "advantages": torch.randn(1, 2, 3, generator=gen, dtype=torch.float64),
-            "mask": torch.tensor([[[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]], dtype=torch.float64),
-        }
-
-    d0, d1, d2 = data(), data(), data()
-    support, query = [d0, d1], algo.with_old_policy(theta, [d0, d1], [d1, d2])
-    theta = {k: v + 0.1 * torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in theta.items()}
-    return algo, theta, support, query
-
-
-def two_steps_by_hand(algo, theta, support, query, lr0, lr1):
-    """Task 0's phi_2 (phi_1 = theta - lr0 grad on D_0, phi_2 = phi_1 - lr1 grad on D_1) and its surrogate and
-    metrics on the query D_2."""
-    one = lambda d: {k: v[0] for k, v in d.items()}  # noqa: E731
-    inner = algo.objective.inner_loss
-    g0 = grad(inner)(theta, one(support[0]))
-    phi1 = {k: theta[k] - lr0 * g0[k] for k in theta}
-    g1 = grad(inner)(phi1, one(support[1]))
-    phi2 = {k: phi1[k] - lr1 * g1[k] for k in theta}
-    return (phi2, *algo.objective.outer_loss(phi2, one(query[1])))
-
-
-def test_two_inner_steps_take_the_second_step_on_the_second_data_from_the_first_steps_params():
-    algo, theta, support, query = multi_step_case()
-    phi2, expected, metrics = two_steps_by_hand(algo, theta, support, query, 0.5, 0.5)
-    loss, kl, _ = algo.loss_and_kl(theta, support, query)
-    assert torch.allclose(loss, expected, atol=1e-12) and torch.allclose(kl, metrics["kl"], atol=1e-12)
-    # the adapted params of the path are those that sampled each query (the old policy's log-probs)
-    path = algo.adapt_path(theta, support)
-    assert all(torch.allclose(path[1][k][0], phi2[k], atol=1e-12) for k in theta)
-
-
-@pytest.mark.parametrize("weights", [(), (0.5, 0.5)])
-def test_two_step_meta_gradient_matches_finite_differences(weights):
-    algo, theta, support, query = multi_step_case(weights)
-    th = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
-    grads = torch.autograd.grad(algo.loss_and_kl(th, support, query)[0], list(th.values()))
-    fd = finite_difference(lambda t: algo.loss_and_kl(t, support, query)[0], theta)
-    for (k, g_fd), g in zip(fd.items(), grads):
-        assert torch.allclose(g, g_fd, atol=1e-7, rtol=1e-5), k
-
-
-def test_step_loss_weights_mix_the_steps_surrogates():
-    (a_first, theta, s, q), (a_last, _, _, _), (a_mix, _, _, _) = (multi_step_case(w) for w in [(1, 0), (0, 1), (1, 3)])
-    l1, l2, lm = (a.loss_and_kl(theta, s, q)[0] for a in (a_first, a_last, a_mix))
-    assert not torch.allclose(l1, l2)
-    assert torch.allclose(lm, 0.25 * l1 + 0.75 * l2, atol=1e-12)
-    with pytest.raises(ValueError, match="step_loss_weights"):
-        multi_step_case((1.0,))
-
-
-def test_multi_step_iteration_collects_once_per_step_and_is_reproducible():
-    runs = []
-    for _ in range(2):
-        algo, collect, T, last = nav_setup(seed=3, inner_steps=3)
-        calls = []
-        counted = lambda p: (calls.append(p), collect(p))[1]  # noqa: E731
-        theta, m = algo.iteration(algo.init_params(), T, counted)
-        assert len(calls) == 4 and {"return_step1", "return_step2", "return_post"} <= set(m)
-        assert m["accepted"] == 1.0
-        runs.append(theta)
-    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
-
-
-def test_learned_inner_lr_starts_at_inner_lr_and_its_meta_gradient_matches_finite_differences():
-    fixed, theta_f, support, query = multi_step_case()
-    learned = MAMLRL(fixed.policy, fixed.init_params(), inner_lr=0.5, inner_steps=2, learn_inner_lr=True)
-    init = learned.init_params()
-    lr_keys = [k for k in init if k.startswith(LOG_LR_PREFIX)]
-    assert sorted(lr_keys) == sorted(LOG_LR_PREFIX + k for k in theta_f)
-    assert all(torch.allclose(init[k], torch.full_like(init[k], math.log(0.5))) for k in lr_keys)
-    # at the initial step sizes Meta-SGD is MAML with inner_lr
-    same = {**init, **theta_f}
-    assert torch.allclose(learned.loss_and_kl(same, support, query)[0], fixed.loss_and_kl(theta_f, support, query)[0])
-    gen = torch.Generator().manual_seed(5)
-    theta = {k: v + 0.05 * torch.randn(v.shape, generator=gen, dtype=v.dtype) if k in lr_keys else v
-             for k, v in same.items()}
-    th = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
-    grads = dict(zip(th, torch.autograd.grad(learned.loss_and_kl(th, support, query)[0], list(th.values()))))
-    fd = finite_difference(lambda t: learned.loss_and_kl(t, support, query)[0], theta)
-    for k in theta:
-        assert torch.allclose(grads[k], fd[k], atol=1e-7, rtol=1e-5), k
-    assert all(float(grads[k].abs().max()) > 0 for k in lr_keys)
-    # the adaptation uses exp(log step size) per entry
-    policy_params, lr = learned.adaptation(theta)
-    assert set(policy_params) == set(theta_f)
-    assert torch.allclose(lr["log_std"], theta[LOG_LR_PREFIX + "log_std"].exp())
-
-
-def test_step_lr_scales_shorten_the_later_steps_in_training_and_repeat_the_last():
-    algo, theta, support, query = multi_step_case()
-    scaled = MAMLRL(algo.policy, algo.init_params(), inner_lr=0.5, inner_steps=2, step_lr_scales=(1.0, 0.2))
-    assert scaled.step_size(0.5, 0) == 0.5 and scaled.step_size(0.5, 1) == pytest.approx(0.1)
-    assert scaled.step_size(0.5, 5) == pytest.approx(0.1)  # evaluation beyond the trained steps: the last scale
-    _, expected, _ = two_steps_by_hand(algo, theta, support, query, 0.5, 0.1)
-    assert torch.allclose(scaled.loss_and_kl(theta, support, query)[0], expected, atol=1e-12)
-    assert not torch.allclose(algo.loss_and_kl(theta, support, query)[0], expected)
-    with pytest.raises(ValueError, match="step_lr_scales"):
-        MAMLRL(algo.policy, algo.init_params(), step_lr_scales=(1.0, 0.0))
+    return FlatSGD(flat)

@@ -3,7 +3,8 @@ import torch
 
 from envs.navigation import BatchedNavigation2D
 from metarl.models import parameters_of
-from metarl.rl.policy import GaussianMLPPolicy, expand_params, gaussian_log_prob
+from metarl.params import expand
+from metarl.rl.policy import GaussianMLPPolicy, gaussian_log_prob
 from metarl.rl.sampler import BatchedSampler
 
 
@@ -12,7 +13,7 @@ def test_compiled_sampler_matches_eager_and_leaves_the_env_in_its_final_state():
     shared = parameters_of(policy)
     shared["mean.4.weight"].mul_(1e-3)
     shared["mean.4.bias"] = torch.tensor([0.05, -0.05])  # a steady drift: two of the goals are on its path
-    per_task = {k: v.clone() for k, v in expand_params(shared, 3).items()}
+    per_task = {k: v.clone() for k, v in expand(shared, 3).items()}
     per_task["mean.4.bias"][2] = torch.tensor([-0.05, 0.05])
     tasks = {"goal": torch.tensor([[0.1, -0.1], [0.3, 0.3], [-0.2, 0.2]])}
     eager = BatchedSampler(BatchedNavigation2D(3, 4, horizon=15), policy)

@@ -9,7 +9,7 @@ from envs.base import checkerboard_split, checkerboard_split_of
 
 
 def test_episode_shapes_and_targets(gen):
-    dist = envs.make_task_distribution("sinusoid")
+    dist = envs.make_distribution("sinusoid")
     ep = dist.sample_episode(25, 10, 7, gen)
     assert ep.support[0].shape == (25, 10, 1) and ep.support[1].shape == (25, 10, 1)
     assert ep.query[0].shape == (25, 7, 1)
@@ -43,8 +43,8 @@ def test_checkerboard_keeps_uniform_marginals():
 
 
 def test_unknown_distribution_lists_known():
-    with pytest.raises(KeyError, match="sinusoid"):
-        envs.make_task_distribution("no-such-task")
+    with pytest.raises(KeyError, match="Sinusoid"):
+        envs.make_distribution("no-such-task")
 
 
 def test_env_passes_check_env_and_rewards_squared_error():

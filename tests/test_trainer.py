@@ -1,12 +1,14 @@
-"""Training end to end on CPU: learning happens, resume reproduces, bad runs stop cleanly."""
+"""The one trainer, end to end on CPU, for supervised and RL families: learning happens, resume reproduces,
+bad runs stop cleanly, a run is never overwritten, checkpoints are one format (old ones upgrade)."""
 import json
+import math
 
 import pytest
 import torch
 
 from metarl.checkpoint import load_checkpoint, save_checkpoint
-from metarl.config import Config
-from metarl.errors import CheckpointError, ConfigError, NonFiniteLossError
+from metarl.config import Config, from_dict
+from metarl.errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingInterrupted
 from metarl.trainer import Trainer
 
 
@@ -31,8 +33,25 @@ def small_config(tmp_path, **train):
     return cfg.validate()
 
 
+def rl_config(tmp_path, optimizer="trpo", algo="maml", iterations=2, **learner) -> Config:
+    outer = {"optimizer": optimizer, **({"epochs": 2, "lr": 1e-3} if optimizer == "ppo" else {}),
+             **({"lr": 0.5} if optimizer == "sgd" else {})}
+    return from_dict(Config, {
+        "task": {"name": "Navigation2D", "horizon": 10},
+        "model": {"hidden": [8, 8]},
+        "learner": {"algo": algo, "inner_steps": 2, **({} if algo == "lstm" else {"inner_lr": 0.1}), **learner},
+        "outer": outer,
+        "rl": {"episodes_per_task": 3},
+        "train": {"iterations": iterations, "meta_batch_size": 3, "checkpoint_every": 1, "eval_every": 0, "log_every": 1},
+        "eval": {"num_tasks": 4, "episodes_per_task": 2, "steps": 2, "plot_tasks": 2},
+        "log": {"wandb": "disabled", "progress": False, "console": False},
+        "device": "cpu", "run_dir": str(tmp_path),
+    }).validate()
+
+
 def test_meta_training_lowers_held_out_loss_after_adaptation(tmp_path):
-    cfg = small_config(tmp_path, iterations=400, meta_batch_size=10, lr=0.003)
+    cfg = small_config(tmp_path, iterations=400, meta_batch_size=10)
+    cfg.outer.lr = 0.003
     cfg.model.hidden = (40, 40)
     t = Trainer(cfg)
     before = t.evaluator(200).run(t.learner, t.meta)
@@ -41,8 +60,10 @@ def test_meta_training_lowers_held_out_loss_after_adaptation(tmp_path):
     # adaptation itself helps on held-out tasks after meta-training
     assert after["loss"]["mean"][1] < after["loss"]["mean"][0]
     assert (tmp_path / "run" / "eval.png").stat().st_size > 10_000
+    assert (tmp_path / "run" / "eval_episodes.png").stat().st_size > 10_000
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
-    assert saved["steps"] == [0, 1, 2] and len(saved["loss"]["ci95"]) == 3
+    assert saved["steps"] == [0, 1, 2] and len(saved["loss"]["ci95"]) == 3 and len(saved["loss"]["per_task"][2]) == 50
+    assert saved["family"] == "Sinusoid" and saved["metric"] == "loss" and saved["protocol"]["k_support"] == 5
 
 
 def final_params(trainer):
@@ -57,8 +78,8 @@ def test_resume_ends_with_the_same_parameters_as_an_uninterrupted_run(tmp_path):
     cfg = small_config(tmp_path / "b")
     cfg.resume = True
     resumed = Trainer(cfg)
-    resumed.run()
-    assert resumed.iteration == 20
+    result = resumed.run()
+    assert resumed.iteration == 20 and result["iterations_run"] == 10 and result["iterations"] == 20
     for k, v in final_params(full).items():
         assert torch.equal(v, resumed.meta["theta"][k]), k
     # and a different seed really gives different parameters
@@ -67,6 +88,22 @@ def test_resume_ends_with_the_same_parameters_as_an_uninterrupted_run(tmp_path):
     t = Trainer(other)
     t.run()
     assert not torch.equal(t.meta["theta"]["0.weight"], full.meta["theta"]["0.weight"])
+
+
+def test_rl_resume_and_time_limit_continue_exactly(tmp_path):
+    full = Trainer(rl_config(tmp_path / "full", iterations=3))
+    full.run()
+    part = rl_config(tmp_path / "part", iterations=3)
+    part.train.time_limit_s = 1e-9  # stops (with a checkpoint) after its first iteration
+    result = Trainer(part).run()
+    assert result["stopped_early"] and result["iterations"] == 1
+    assert load_checkpoint(tmp_path / "part" / "checkpoint.pt")["iteration"] == 1
+    cfg = rl_config(tmp_path / "part", iterations=3)
+    cfg.resume = True
+    resumed = Trainer(cfg)
+    result = resumed.run()
+    assert result["iterations_run"] == 2 and resumed.env_steps == full.env_steps
+    assert torch.equal(full.flat, resumed.flat)
 
 
 def test_resume_with_a_different_learner_config_is_refused(tmp_path):
@@ -78,14 +115,23 @@ def test_resume_with_a_different_learner_config_is_refused(tmp_path):
         Trainer(cfg).run()
 
 
-def test_existing_run_without_resume_is_refused(tmp_path):
-    Trainer(small_config(tmp_path, iterations=10)).run()
+@pytest.mark.parametrize("family", ["supervised", "rl"])
+def test_existing_run_without_resume_is_refused(tmp_path, family):
+    make = (lambda: small_config(tmp_path, iterations=2)) if family == "supervised" else (lambda: rl_config(tmp_path / "run", iterations=1))
+    Trainer(make()).run()
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()}
     with pytest.raises(ConfigError, match="--resume"):
-        Trainer(small_config(tmp_path)).run()
+        Trainer(make()).run()
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()} == before  # nothing touched
+    # a run dir that only got as far as its config (a crash before the first checkpoint) is a run too
+    (tmp_path / "run" / "checkpoint.pt").unlink()
+    with pytest.raises(ConfigError, match="config.yaml"):
+        Trainer(make()).run()
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-    cfg = small_config(tmp_path, iterations=200, checkpoint_every=1, lr=1e20)  # explodes after one step
+    cfg = small_config(tmp_path, iterations=200, checkpoint_every=1)
+    cfg.outer.lr = 1e20  # explodes after one step
     t = Trainer(cfg)
     with pytest.raises(NonFiniteLossError, match=r"at iteration \d+") as err:
         t.run()
@@ -94,9 +140,24 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert all(torch.isfinite(v).all() for v in kept["meta_params"]["theta"].values())
 
 
+def test_ctrl_c_names_the_checkpoint_that_survived_and_how_to_resume(tmp_path, monkeypatch):
+    t = Trainer(small_config(tmp_path, iterations=20, checkpoint_every=5))
+    step = t.step
+
+    def interrupted_at_7():
+        if t.iteration == 7:
+            raise KeyboardInterrupt
+        return step()
+
+    monkeypatch.setattr(t, "step", interrupted_at_7)
+    with pytest.raises(TrainingInterrupted, match="interrupted at iteration 7: the checkpoint of iteration 5") as e:
+        t.run()
+    assert "--resume" in str(e.value) and load_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 5
+
+
 def test_checkpoint_is_atomic_and_corrupt_files_are_reported(tmp_path):
     path = tmp_path / "ck.pt"
-    save_checkpoint(path, {"meta_params": {"theta": {"w": torch.ones(2)}}})
+    save_checkpoint(path, {"format": 2, "meta_params": {"theta": {"w": torch.ones(2)}}, "config": {}})
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temp file left behind
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(CheckpointError, match="corrupt"):
@@ -107,7 +168,7 @@ def test_checkpoint_is_atomic_and_corrupt_files_are_reported(tmp_path):
 
 def test_reptile_and_meta_sgd_train_through_the_same_loop(tmp_path):
     cfg = small_config(tmp_path / "r", iterations=30)
-    cfg.learner.algo, cfg.learner.inner_steps, cfg.train.optimizer, cfg.train.lr = "reptile", 3, "sgd", 0.5
+    cfg.learner.algo, cfg.learner.inner_steps, cfg.outer.optimizer, cfg.outer.lr = "reptile", 3, "sgd", 0.5
     Trainer(cfg).run()
     cfg = small_config(tmp_path / "m", iterations=30)
     cfg.learner.learn_inner_lr = True
@@ -115,6 +176,68 @@ def test_reptile_and_meta_sgd_train_through_the_same_loop(tmp_path):
     t.run()
     lr = t.meta["log_inner_lr"]["0.weight"].exp()
     assert not torch.allclose(lr, torch.full_like(lr, 0.01))
+
+
+@pytest.mark.parametrize("optimizer,algo", [("trpo", "maml"), ("ppo", "maml"), ("sgd", "reptile"), ("trpo", "lstm")])
+def test_rl_same_seed_same_run_and_eval_files(tmp_path, optimizer, algo):
+    results = [Trainer(rl_config(tmp_path / f"r{i}", optimizer, algo)).run() for i in range(2)]
+    assert results[0]["eval"]["return"]["mean"] == results[1]["eval"]["return"]["mean"]
+    assert len(results[0]["eval"]["return"]["mean"]) == 3 and results[0]["env_steps"] > 0
+    for name in ("eval.json", "eval.png", "eval_episodes.png", "checkpoint.pt", "config.yaml", "metrics.jsonl"):
+        assert (tmp_path / "r0" / name).is_file(), name
+    saved = json.loads((tmp_path / "r0" / "eval.json").read_text())
+    assert saved["return"]["mean"] == results[0]["eval"]["return"]["mean"] and saved["metric"] == "return"
+
+
+def test_rl_evaluation_adapts_with_the_learned_inner_lrs_and_the_step_scales(tmp_path):
+    from metarl.evaluate import Evaluator
+
+    def returns(cfg, shift=0.0):
+        t = Trainer(cfg)
+        if shift:
+            t.meta["log_inner_lr"] = {k: v + shift for k, v in t.meta["log_inner_lr"].items()}
+        e = t.evaluator(4)
+        assert isinstance(e, Evaluator)
+        return e.run(t.learner, t.meta)["return"]["mean"]
+
+    plain = returns(rl_config(tmp_path / "a"))
+    assert returns(rl_config(tmp_path / "b", learn_inner_lr=True)) == pytest.approx(plain, abs=1e-4)
+    moved = returns(rl_config(tmp_path / "c", learn_inner_lr=True), shift=3.0)
+    assert moved[0] == plain[0] and moved[1:] != pytest.approx(plain[1:], abs=1e-3)
+    scaled = returns(rl_config(tmp_path / "d", step_lr_scales=(1.0, 1e-6)))
+    # the same first step; the second one 1e6 times shorter
+    assert scaled[:2] == plain[:2] and scaled[2] != pytest.approx(plain[2], abs=1e-4)
+
+
+def test_old_format_checkpoints_load(tmp_path):
+    """metarl 0.1 checkpoints (two stacks, two layouts) upgrade on load: the RL one's Meta-SGD step sizes
+    move from "theta" entries to their own group, config keys to the one schema."""
+    new = Trainer(rl_config(tmp_path / "new", learn_inner_lr=True))
+    theta = {**new.meta["theta"], **{f"log_inner_lr.{k}": v for k, v in new.meta["log_inner_lr"].items()}}
+    old_config = {"env": {"name": "Navigation2D", "episodes_per_task": 3, "horizon": 10},
+                  "policy": {"hidden": [8, 8], "activation": "relu", "init_std": 1.0, "last_layer_scale": 1.0, "action_scale": 1.0},
+                  "algo": {"algo": "maml_trpo", "inner_lr": 0.1, "inner_steps": 2, "learn_inner_lr": True, "ppo_epochs": 5,
+                           "max_kl": 0.01, "gamma": 0.99, "reptile_epsilon": 0.5},
+                  "train": {"iterations": 2, "meta_batch_size": 3}, "eval": {"num_tasks": 4, "episodes_per_task": 2},
+                  "log": {"wandb": "disabled"}, "seed": 0, "device": "cpu", "run_dir": str(tmp_path / "old")}
+    torch.save({"meta_params": {"theta": theta}, "iteration": 2, "env_steps": 10, "elapsed_s": 1.0,
+                "algo": {}, "config": old_config}, tmp_path / "rl.pt")
+    state = load_checkpoint(tmp_path / "rl.pt")
+    assert state["format"] == 2 and set(state["meta_params"]) == {"theta", "log_inner_lr"}
+    cfg = from_dict(Config, state["config"]).validate()
+    assert (cfg.task.name, cfg.outer.optimizer, cfg.rl.episodes_per_task, cfg.learner.inner_steps) == ("Navigation2D", "trpo", 3, 2)
+    from metarl.evaluate import evaluate_checkpoint
+
+    summary, _ = evaluate_checkpoint(tmp_path / "rl.pt", ["--eval.steps", "1"], tmp_path / "e.json")
+    assert summary["iteration"] == 2 and len(summary["return"]["mean"]) == 2
+    old_sup = {"task": {"name": "sinusoid"}, "model": {"hidden": [16, 16]}, "train": {"optimizer": "sgd", "lr": 0.5},
+               "learner": {"algo": "reptile"}, "device": "cpu"}
+    sup = Trainer(from_dict(Config, {"task": {"name": "sinusoid"}, "model": {"hidden": [16, 16]}, "learner": {"algo": "reptile"},
+                                     "outer": {"optimizer": "sgd", "lr": 0.5}, "device": "cpu"}).validate())
+    torch.save({"meta_params": {"theta": sup.meta["theta"]}, "optimizer": {"kind": "sgd"}, "iteration": 7,
+                "config": old_sup}, tmp_path / "sup.pt")
+    state = load_checkpoint(tmp_path / "sup.pt")
+    assert state["config"]["outer"] == {"optimizer": "sgd", "lr": 0.5} and state["iteration"] == 7
 
 
 def test_jsonl_metrics_are_written(tmp_path):
@@ -125,6 +248,15 @@ def test_jsonl_metrics_are_written(tmp_path):
     steps = [r["step"] for r in rows if "train/meta_loss" in r]
     assert steps == [5, 10, 15, 20]
     assert any("eval/loss_step2" in r for r in rows)
+
+
+def test_threads_setting_is_applied(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        Trainer(small_config(tmp_path, threads=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("kind", ["adam", "sgd"])
@@ -183,3 +315,4 @@ def test_compiled_trainers_with_different_settings_do_not_share_graphs(tmp_path)
     second = run("b", 0.3, True)
     torch.testing.assert_close(first, run("a_eager", 0.01, False), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(second, run("b_eager", 0.3, False), rtol=1e-5, atol=1e-6)
+    assert math.isfinite(float(first.sum()))

@@ -21,17 +21,15 @@ from envs.mujoco.tasks import (
     Walker2dRandParamsTasks,
 )
 
-#: Batched-env names (for `envs.batched_registry.make_batched_env`) -> task distribution class.
-BATCHED_NAMES: dict[str, type[MujocoTasks]] = {
-    "HalfCheetahVel": HalfCheetahVelTasks,
-    "HalfCheetahDir": HalfCheetahDirTasks,
-    "AntVel": AntVelTasks,
-    "AntDir": AntDirTasks,
-    "AntGoal": AntGoalTasks,
-    "HalfCheetahRandParams": HalfCheetahRandParamsTasks,
-    "HopperRandParams": HopperRandParamsTasks,
-    "Walker2dRandParams": Walker2dRandParamsTasks,
-}
+#: Physics backends of the batched MuJoCo envs (see envs.mujoco.batched.BatchedMujocoEnv).
+BACKENDS = ("auto", "cpu", "cpu-batch", "cpu-threads", "warp")
+
+
+def make_batched(distribution: MujocoTasks, num_tasks: int, episodes_per_task: int, horizon: int, device="cpu", **kw):
+    """The batched env of a MuJoCo task distribution (imports mujoco only now)."""
+    from envs.mujoco.batched import BatchedMujocoEnv
+
+    return BatchedMujocoEnv(distribution, num_tasks, episodes_per_task, horizon, device=device, **kw)
 
 
 def single_env_entry_point(dist: type[MujocoTasks]) -> str:
@@ -39,7 +37,7 @@ def single_env_entry_point(dist: type[MujocoTasks]) -> str:
 
 
 __all__ = [
-    "AntDirTasks", "AntGoalTasks", "AntVelTasks", "BATCHED_NAMES", "HORIZON", "HalfCheetahDirTasks",
+    "AntDirTasks", "AntGoalTasks", "AntVelTasks", "BACKENDS", "HORIZON", "HalfCheetahDirTasks",
     "HalfCheetahRandParamsTasks", "HalfCheetahVelTasks", "HopperRandParamsTasks", "MUJOCO_TASKS", "MujocoTasks",
-    "RandParamsTasks", "Walker2dRandParamsTasks", "single_env_entry_point",
+    "RandParamsTasks", "Walker2dRandParamsTasks", "make_batched", "single_env_entry_point",
 ]

@@ -18,7 +18,7 @@ from envs.batched import BatchedTaskEnv
 from envs.mujoco import robots as R
 from envs.mujoco.tasks import HORIZON, RAND_FIELDS, MujocoTasks
 
-BACKENDS = ("auto", "cpu", "cpu-batch", "cpu-threads", "warp")
+from envs.mujoco import BACKENDS
 
 
 def _copy(x):
@@ -162,15 +162,3 @@ class BatchedMujocoEnv(BatchedTaskEnv):
 
     def close(self, **kwargs: Any) -> None:
         self.engine.close()
-
-
-def batched_factory(name: str):
-    """factory(num_tasks, episodes_per_task, horizon, device=..., **kw) for `envs.batched_registry`."""
-    from envs.mujoco import BATCHED_NAMES
-
-    dist = BATCHED_NAMES[name]
-
-    def make(num_tasks: int, episodes_per_task: int, horizon: int, device="cpu", **kw: Any) -> BatchedMujocoEnv:
-        return BatchedMujocoEnv(dist(), num_tasks, episodes_per_task, horizon, device=device, **kw)
-
-    return make

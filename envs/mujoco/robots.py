@@ -66,10 +66,22 @@ def robot(name: str) -> Robot:
     return ROBOTS[name]
 
 
+def route_mujoco_warnings() -> None:
+    """Send MuJoCo's warnings to Python's `warnings` instead of its default, which appends them to
+    MUJOCO_LOG.TXT in the working directory (e.g. MuJoCo 4's deprecation of Gymnasium's `settotalmass`)."""
+    import warnings
+
+    import mujoco
+
+    if mujoco.get_mju_user_warning() is None:
+        mujoco.set_mju_user_warning(lambda msg: warnings.warn(f"MuJoCo: {msg}", RuntimeWarning, stacklevel=2))
+
+
 def load_model(r: Robot):
     """The robot's MjModel, compiled from Gymnasium's asset."""
     import mujoco
 
+    route_mujoco_warnings()
     return mujoco.MjModel.from_xml_path(r.xml_path)
 
 

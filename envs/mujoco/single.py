@@ -30,6 +30,7 @@ class MujocoTaskEnv(MujocoEnv):
                  render_mode: str | None = None, **kwargs: Any):
         self.tasks = self.task_distribution()
         self.robot = self.tasks.robot
+        R.route_mujoco_warnings()
         MujocoEnv.__init__(self, self.robot.xml_path, self.robot.frame_skip, observation_space=None,
                            render_mode=render_mode, **kwargs)
         self.metadata = {**self.metadata, "render_fps": int(np.round(1.0 / self.dt))}

@@ -35,7 +35,6 @@ class MujocoTasks(TaskDistribution):
     tasks) or `model_scales` (transition tasks).
     """
 
-    kind = "rl"
     robot_name = ""
     horizon = HORIZON
     #: True when tasks change the physics (per-world model fields) rather than the reward.
@@ -110,7 +109,7 @@ class _DirectionTasks(MujocoTasks):
 class HalfCheetahVelTasks(_VelocityTasks):
     """HalfCheetah running at a target velocity v* ~ U[0, 2] (MAML paper)."""
 
-    name = "halfcheetah_vel"
+    name = "HalfCheetahVel"
     env_id = "metarl/HalfCheetahVel-v0"
     robot_name = "half_cheetah"
     max_velocity = 2.0
@@ -119,7 +118,7 @@ class HalfCheetahVelTasks(_VelocityTasks):
 class HalfCheetahDirTasks(_DirectionTasks):
     """HalfCheetah running forward (+1) or backward (-1) (MAML paper)."""
 
-    name = "halfcheetah_dir"
+    name = "HalfCheetahDir"
     env_id = "metarl/HalfCheetahDir-v0"
     robot_name = "half_cheetah"
 
@@ -127,7 +126,7 @@ class HalfCheetahDirTasks(_DirectionTasks):
 class AntVelTasks(_VelocityTasks):
     """Ant running at a target velocity v* ~ U[0, 3] (MAML paper)."""
 
-    name = "ant_vel"
+    name = "AntVel"
     env_id = "metarl/AntVel-v0"
     robot_name = "ant"
     max_velocity = 3.0
@@ -136,7 +135,7 @@ class AntVelTasks(_VelocityTasks):
 class AntDirTasks(_DirectionTasks):
     """Ant running forward (+1) or backward (-1) (MAML paper)."""
 
-    name = "ant_dir"
+    name = "AntDir"
     env_id = "metarl/AntDir-v0"
     robot_name = "ant"
 
@@ -144,7 +143,7 @@ class AntDirTasks(_DirectionTasks):
 class AntGoalTasks(MujocoTasks):
     """Ant walking to a goal drawn uniformly from the disc of radius 3 (forward = -||xy - goal||)."""
 
-    name = "ant_goal"
+    name = "AntGoal"
     env_id = "metarl/AntGoal-v0"
     robot_name = "ant"
     radius = 3.0
@@ -201,19 +200,19 @@ class RandParamsTasks(MujocoTasks):
 
 
 class HalfCheetahRandParamsTasks(RandParamsTasks):
-    name = "halfcheetah_rand_params"
+    name = "HalfCheetahRandParams"
     env_id = "metarl/HalfCheetahRandParams-v0"
     robot_name = "half_cheetah"
 
 
 class HopperRandParamsTasks(RandParamsTasks):
-    name = "hopper_rand_params"
+    name = "HopperRandParams"
     env_id = "metarl/HopperRandParams-v0"
     robot_name = "hopper"
 
 
 class Walker2dRandParamsTasks(RandParamsTasks):
-    name = "walker2d_rand_params"
+    name = "Walker2dRandParams"
     env_id = "metarl/Walker2dRandParams-v0"
     robot_name = "walker2d"
 

@@ -11,7 +11,8 @@ parameters flattened into one vector theta and t = 1..steps:
     i_t      = sigmoid(W_I [h_t, theta_{t-1}, i_{t-1}] + b_I)        learned input gate ("learning rate")
     theta_t  = f_t * theta_{t-1} - i_t * g_t                          cell update, candidate = -gradient
 
-theta_0 (= c_0) is the learned initialisation. meta_loss = mean over tasks of L_query(theta_steps).
+theta_0 (= c_0) is the learned initialisation. meta_loss = mean over tasks of L_query(theta_steps) (or the
+weighted steps, as every learner: learners.base).
 pre(x) = (log|x| / p, sign x) if |x| >= e^-p else (-1, e^p x)   (Andrychowicz et al. 2016, appendix A).
 
 Like the paper, gradients and losses fed to the meta-learner are treated as inputs (`first_order=True`,
@@ -24,9 +25,10 @@ import math
 from typing import Any
 
 import torch
-from torch.func import grad_and_value, vmap
+from torch.func import grad_and_value
 
-from metarl.learners.base import MetaLearner, MetaParams, Metrics, Objective, Params
+from metarl.learners.base import Learner, Objective, normalised_weights
+from metarl.params import MetaParams, Params
 
 PREPROCESS_P = 10.0
 
@@ -39,12 +41,13 @@ def preprocess(x: torch.Tensor, p: float = PREPROCESS_P) -> torch.Tensor:
     return torch.stack([magnitude, sign], dim=-1)
 
 
-class LSTMMetaLearner(MetaLearner):
-    """Ravi & Larochelle's coordinate-wise LSTM optimiser, on the shared MetaLearner interface."""
+class LSTMMetaLearner(Learner):
+    """Ravi & Larochelle's coordinate-wise LSTM optimiser, on the shared Learner protocol."""
 
     def __init__(self, objective: Objective, init_params: Params, inner_steps: int = 5, hidden_size: int = 20,
                  first_order: bool = True, input_bias: tuple[float, float] = (-5.0, -4.0),
-                 forget_bias: tuple[float, float] = (4.0, 6.0), seed: int = 0):
+                 forget_bias: tuple[float, float] = (4.0, 6.0), seed: int = 0,
+                 step_loss_weights: tuple[float, ...] = ()):
         if inner_steps < 1:
             raise ValueError(f"inner_steps must be at least 1, got {inner_steps}")
         if hidden_size < 1:
@@ -57,6 +60,7 @@ class LSTMMetaLearner(MetaLearner):
         self.input_bias, self.forget_bias = input_bias, forget_bias
         self.seed = seed
         self._shapes = {k: v.shape for k, v in self._init.items()}
+        self.step_loss_weights = normalised_weights(tuple(step_loss_weights), self.inner_steps)
 
     def init_meta_params(self) -> MetaParams:
         ref = next(iter(self._init.values()))
@@ -82,45 +86,31 @@ class LSTMMetaLearner(MetaLearner):
     def _flat(self, params: Params) -> torch.Tensor:
         return torch.cat([params[k].reshape(-1) for k in self._shapes])
 
-    def _unflat(self, flat: torch.Tensor) -> Params:
+    def params(self, meta: MetaParams, state: tuple) -> Params:
         out, i = {}, 0
         for k, shape in self._shapes.items():
             n = shape.numel()
-            out[k] = flat[i : i + n].reshape(shape)
+            out[k] = state[0][i : i + n].reshape(shape)
             i += n
         return out
 
-    def _path_one(self, meta: MetaParams, support: Any, steps: int) -> list[Params]:
-        """Adaptation of ONE task: the parameters after 0..steps steps of the LSTM optimiser."""
-        w = meta["lstm"]
-        hs = self.hidden_size
+    def start(self, meta: MetaParams) -> tuple:
+        """(theta, LSTM hidden h, cell c, previous forget gate f, previous input gate i), theta flat."""
         theta = self._flat(meta["theta"])
+        zeros = theta.new_zeros(theta.shape[0], self.hidden_size)
+        return theta, zeros, zeros, torch.zeros_like(theta), torch.zeros_like(theta)
+
+    def step(self, meta: MetaParams, state: tuple, data: Any, s: int) -> tuple:
+        w, hs = meta["lstm"], self.hidden_size
+        theta, h, c, f, i = state
         n = theta.shape[0]
-        h = c = theta.new_zeros(n, hs)
-        f = i = theta.new_zeros(n)
-        path = [meta["theta"]]
-        loss_fn = lambda flat: self.objective.inner_loss(self._unflat(flat), support)  # noqa: E731
-        for _ in range(steps):
-            g, loss = grad_and_value(loss_fn)(theta)
-            if self.first_order:
-                g, loss = g.detach(), loss.detach()
-            x = torch.cat([preprocess(g), preprocess(loss).expand(n, 2)], dim=-1)
-            gates = x @ w["w_x"].T + h @ w["w_h"].T + w["b"]
-            gi, gf, gg, go = gates.split(hs, dim=-1)
-            c = torch.sigmoid(gf) * c + torch.sigmoid(gi) * torch.tanh(gg)
-            h = torch.sigmoid(go) * torch.tanh(c)
-            f = torch.sigmoid(h @ w["w_f"][:hs] + theta * w["w_f"][hs] + f * w["w_f"][hs + 1] + w["b_f"])
-            i = torch.sigmoid(h @ w["w_i"][:hs] + theta * w["w_i"][hs] + i * w["w_i"][hs + 1] + w["b_i"])
-            theta = f * theta - i * g
-            path.append(self._unflat(theta))
-        return path
-
-    def adapt_path(self, meta: MetaParams, support: Any, steps: int) -> list[Params]:
-        return vmap(lambda s: self._path_one(meta, s, steps))(support)
-
-    def meta_loss(self, meta: MetaParams, support: Any, query: Any) -> tuple[torch.Tensor, Metrics]:
-        def one(s, q):
-            return self.objective.outer_loss(self._path_one(meta, s, self.inner_steps)[-1], q)
-
-        losses, metrics = vmap(one)(support, query)
-        return losses.mean(), {k: v.mean() for k, v in metrics.items()}
+        g, loss = grad_and_value(lambda flat: self.objective.inner_loss(self.params(meta, (flat,)), data))(theta)
+        if self.first_order:
+            g, loss = g.detach(), loss.detach()
+        x = torch.cat([preprocess(g), preprocess(loss).expand(n, 2)], dim=-1)
+        gi, gf, gg, go = (x @ w["w_x"].T + h @ w["w_h"].T + w["b"]).split(hs, dim=-1)
+        c = torch.sigmoid(gf) * c + torch.sigmoid(gi) * torch.tanh(gg)
+        h = torch.sigmoid(go) * torch.tanh(c)
+        f = torch.sigmoid(h @ w["w_f"][:hs] + theta * w["w_f"][hs] + f * w["w_f"][hs + 1] + w["b_f"])
+        i = torch.sigmoid(h @ w["w_i"][:hs] + theta * w["w_i"][hs] + i * w["w_i"][hs + 1] + w["b_i"])
+        return f * theta - i * g, h, c, f, i

@@ -1,2 +1,3 @@
-"""Meta-reinforcement learning: batched rollouts, baselines and advantages, policy-gradient inner losses,
-MAML-RL with TRPO / PPO outer steps, first-order MAML and Reptile for RL, held-out evaluation."""
+"""Meta-reinforcement learning pieces: batched rollouts (sampler), the Gaussian policy, returns / baselines /
+advantages, policy-gradient inner losses (estimators) and the TRPO / PPO surrogate (objective), and the
+rollout experience source. The learners and outer steps are shared with supervised learning."""

@@ -36,9 +36,12 @@ def fit_linear_baseline(obs: torch.Tensor, returns: torch.Tensor, mask: torch.Te
     A = X.transpose(1, 2) @ (w * X)
     b = X.transpose(1, 2) @ (w * y)
     eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
-    for _ in range(5):  # rllab raises the ridge until the solve is finite
-        coef = torch.linalg.solve(A + reg * eye, b)
-        if bool(torch.isfinite(coef).all()):
+    # A + reg I is symmetric positive definite: Cholesky (torch 2.13's batched LU solve fails on CPU for
+    # Ant's 214 features); rllab raises the ridge until the factorisation succeeds
+    for _ in range(5):
+        L, info = torch.linalg.cholesky_ex(A + reg * eye)
+        coef = torch.cholesky_solve(b, L)
+        if not bool(info.any()) and bool(torch.isfinite(coef).all()):
             break
         reg *= 10
     return ((X @ coef).reshape(returns.shape) * mask.double()).to(returns.dtype)
@@ -67,10 +70,10 @@ def normalize_per_task(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -
 
 
 def process_rollouts(r: Rollouts, gamma: float = 0.99, gae_lambda: float = 1.0, normalize: bool = True) -> dict[str, torch.Tensor]:
-    """The per-task training data of a collection: obs, actions, mask, advantages (all leading (T, E, H))."""
+    """The per-task data of a collection: obs, actions, mask, advantages, rewards (all leading (T, E, H))."""
     returns = discounted_returns(r.rewards, r.mask, gamma)
     values = fit_linear_baseline(r.obs, returns, r.mask)
     adv = gae(r.rewards, values, r.mask, gamma, gae_lambda)
     if normalize:
         adv = normalize_per_task(adv, r.mask)
-    return {"obs": r.obs, "actions": r.actions, "mask": r.mask, "advantages": adv}
+    return {"obs": r.obs, "actions": r.actions, "mask": r.mask, "advantages": adv, "rewards": r.rewards}

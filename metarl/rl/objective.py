@@ -7,13 +7,14 @@ the outer loss also carries the pre-update ("old") adapted policy on it: old_log
     outer_loss  = -mean(ratio * A)                     (TRPO surrogate; ratio = pi / pi_old)
                or -mean(min(ratio A, clip(ratio) A))    (PPO, when clip > 0)
     metrics     = kl = mean KL(pi_old || pi), the trust-region constraint; max |ratio - 1|
+    evaluation  = the average undiscounted return of the task's episodes (they were collected with the params)
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from metarl.learners.base import Metrics, Params
+from metarl.params import Metrics, Params
 from metarl.rl.estimators import get_estimator
 from metarl.rl.policy import gaussian_kl, gaussian_log_prob, policy_outputs
 
@@ -52,3 +53,6 @@ class RLObjective:
         loss = -(gain * mask).sum() / n
         kl = (gaussian_kl(data["old_mean"], data["old_log_std"], mean, log_std) * mask).sum() / n
         return loss, {"kl": kl, "ratio_dev": ((ratio - 1).abs() * mask).amax()}
+
+    def metrics(self, params: Params, data: Data) -> Metrics:
+        return {"return": data["rewards"].sum(-1).mean()}

@@ -8,10 +8,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from metarl.models import reinit_
-
-Params = dict[str, torch.Tensor]
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+from metarl.models import make_activation, reinit_
+from metarl.params import Params
 
 
 class GaussianMLPPolicy(nn.Module):
@@ -32,8 +30,6 @@ class GaussianMLPPolicy(nn.Module):
                  init_std: float = 1.0, generator: torch.Generator | None = None, last_layer_scale: float = 1.0,
                  action_scale: float = 1.0):
         super().__init__()
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}: expected one of {', '.join(_ACTIVATIONS)}")
         if not init_std > 0:
             raise ValueError(f"init_std must be positive, got {init_std}")
         if not action_scale > 0:
@@ -43,7 +39,7 @@ class GaussianMLPPolicy(nn.Module):
         layers: list[nn.Module] = []
         dims = [obs_dim, *hidden]
         for a, b in zip(dims[:-1], dims[1:]):
-            layers += [nn.Linear(a, b), _ACTIVATIONS[activation]()]
+            layers += [nn.Linear(a, b), make_activation(activation)]
         layers.append(nn.Linear(dims[-1], act_dim))
         self.mean = nn.Sequential(*layers)
         self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
@@ -99,8 +95,3 @@ def gaussian_kl(mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Ten
     var_p, var_q = torch.exp(2 * log_std_p), torch.exp(2 * log_std_q)
     kl = log_std_q - log_std_p + (var_p + (mean_p - mean_q) ** 2) / (2 * var_q) - 0.5
     return kl.sum(-1)
-
-
-def expand_params(params: Params, num_tasks: int) -> Params:
-    """Shared parameters -> per-task parameters (a view, leading dim num_tasks)."""
-    return {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}

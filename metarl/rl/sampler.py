@@ -78,7 +78,7 @@ class BatchedSampler:
         self.policy = policy
         self._shapes = {k: v.shape for k, v in policy.named_parameters()}
         self._fused = isinstance(env, TensorDynamicsEnv)
-        T, E, H, N = env.num_tasks, env.episodes_per_task, env.horizon, env.num_envs
+        H, N = env.horizon, env.num_envs
         self.steps_per_call = max(d for d in range(1, min(steps_per_call, H) + 1) if H % d == 0) if self._fused else 1
         body = {True: self._fused_shared, False: self._fused_per_task} if self._fused else \
             {True: self._act_shared, False: self._act_per_task}
@@ -95,21 +95,30 @@ class BatchedSampler:
         self._term = torch.empty(H, N, device=dev, dtype=torch.bool)
         self._logp = torch.empty(H, N, device=dev, dtype=dt)
 
-    def collect(self, params: Params, tasks: TaskBatch, generator: torch.Generator, deterministic: bool = False) -> Rollouts:
-        """Roll out every sub-env for H steps; `params` per task (leading dim T) or shared by all tasks."""
-        with torch.no_grad(), _torch_threads(1 if self.env.steps_on_own_threads else None):
-            return self._collect(params, tasks, generator, deterministic)
+    def collect(self, params: Params, tasks: TaskBatch, generator: torch.Generator, deterministic: bool = False,
+                shard: tuple[int, int] | None = None) -> Rollouts:
+        """Roll out every sub-env for H steps; `params` per task (leading dim T) or shared by all tasks.
 
-    def _collect(self, params: Params, tasks: TaskBatch, generator: torch.Generator, deterministic: bool) -> Rollouts:
+        All randomness (action noise, the env's reset noise) comes from `generator`. `shard` = (first task,
+        total tasks): these T tasks are tasks first..first+T-1 of a larger batch split across processes; the
+        noise is drawn for the whole batch and sliced, so each task sees the noise it would see unsplit."""
+        with torch.no_grad(), _torch_threads(1 if self.env.steps_on_own_threads else None):
+            return self._collect(params, tasks, generator, deterministic, shard)
+
+    def _collect(self, params: Params, tasks: TaskBatch, generator: torch.Generator, deterministic: bool,
+                 shard: tuple[int, int] | None) -> Rollouts:
         env = self.env
         T, E, H, N = env.num_tasks, env.episodes_per_task, env.horizon, env.num_envs
         params = {k: v.detach() for k, v in params.items()}
         shared = all(params[k].shape == shape for k, shape in self._shapes.items())
         body = self._body[shared]
-        obs, _ = env.reset(options={"tasks": tasks})
+        seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=generator.device))
+        obs, _ = env.reset(seed=seed, options={"tasks": tasks})
         scale = torch.tensor(0.0 if deterministic else 1.0, device=obs.device, dtype=obs.dtype)
+        first, total = shard or (0, T)
         # all the noise in one call: fewer ops per step
-        noise = torch.randn((H, N, self.act_dim), generator=generator, device=obs.device, dtype=obs.dtype)
+        noise = torch.randn((H, total * E, self.act_dim), generator=generator, device=obs.device, dtype=obs.dtype)
+        noise = noise[:, first * E : first * E + N]
         if self._fused:
             state, k = env.state, self.steps_per_call
             for t in range(0, H, k):

@@ -1,0 +1,198 @@
+"""The outer step: how the meta-parameters move given a batch. Pluggable, all on one flat parameter vector.
+
+    GradientStep  Adam or SGD on the meta-gradient, `epochs` times per batch. Covers MAML / Meta-SGD / LSTM
+                  (Adam, one epoch), PPO (Adam epochs on the clipped surrogate) and Reptile (its update as
+                  a gradient: SGD with lr = epsilon is the interpolation).
+    TRPOStep      the natural-gradient step of TRPO: conjugate gradient on Hessian-vector products of the mean
+                  KL through the adaptation, then a backtracking line search within the KL bound.
+
+`MetaProblem` is what they see: the learner's loss and gradient as functions of the flat vector, with the
+means over tasks taken over all torch.distributed ranks (each rank holds its share of the task batch).
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+from torch.func import grad, jvp, vmap
+
+from metarl.errors import NonFiniteLossError
+from metarl.learners.base import Batch, Learner, at
+from metarl.optim import FlatAdam, FlatSGD
+from metarl.params import FlatLayout, detach
+
+if TYPE_CHECKING:
+    from metarl.config import OuterConfig
+
+
+class MetaProblem:
+    """A learner's outer loss and meta-gradient as functions of the flat meta-parameter vector.
+
+    `reduce(*tensors)` turns this rank's means into means over all tasks (identity in one process);
+    `gradient` may be compiled (`compile_fn`)."""
+
+    def __init__(self, learner: Learner, layout: FlatLayout, reduce: Callable[..., list[torch.Tensor]] | None = None,
+                 compile_fn: Callable[[Callable], Callable] | None = None):
+        self.learner, self.layout = learner, layout
+        self.reduce = reduce or (lambda *t: list(t))
+        self._gradient = compile_fn(self._flat_gradient) if compile_fn else self._flat_gradient
+
+    def _flat_gradient(self, flat: torch.Tensor, support, query):
+        grads, loss, metrics = self.learner.meta_gradient(self.layout.unflatten(flat), support, query)
+        return self.layout.flatten(grads), loss, metrics
+
+    def gradient(self, flat: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        grad_, loss, metrics = self._gradient(flat, batch.support, batch.query)
+        names = list(metrics)
+        grad_, loss, *values = self.reduce(grad_, loss, *metrics.values())
+        return grad_, loss, dict(zip(names, values))
+
+    def loss(self, flat: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """This rank's loss and metrics (with the graph; not reduced)."""
+        return self.learner.meta_loss(self.layout.unflatten(flat), batch.support, batch.query)
+
+
+def _check_finite(loss: float, grad_norm: float) -> None:
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        raise NonFiniteLossError(-1, loss if not math.isfinite(loss) else grad_norm, None)
+
+
+class GradientStep:
+    """`epochs` steps of a flat Adam / SGD per batch, each on a fresh meta-gradient (nothing applied when the
+    loss or the gradient is not finite). The learning rate comes from `lr(iteration)`."""
+
+    def __init__(self, optimizer: FlatAdam | FlatSGD, lr: Callable[[int], float], epochs: int = 1,
+                 grad_clip: float = 0.0):
+        self.optimizer, self.lr, self.epochs, self.grad_clip = optimizer, lr, int(epochs), float(grad_clip)
+
+    def step(self, flat: torch.Tensor, batch: Batch, problem: MetaProblem, iteration: int) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for epoch in range(self.epochs):
+            g, loss, metrics = problem.gradient(flat, batch)
+            norm = float(torch.linalg.vector_norm(g))
+            loss_f = float(loss)
+            _check_finite(loss_f, norm)
+            if self.grad_clip > 0 and norm > self.grad_clip:  # clip_grad_norm_'s rule, with the norm at hand
+                g = g * (self.grad_clip / (norm + 1e-6))
+            self.optimizer.step(g, self.lr(iteration))
+            if epoch == 0:
+                out = {"meta_loss": loss_f, "grad_norm": norm, **{k: float(v) for k, v in metrics.items()}}
+            elif epoch == self.epochs - 1:
+                out["meta_loss_last_epoch"] = loss_f
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+def conjugate_gradient(Avp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int = 10,
+                       tol: float = 1e-10) -> torch.Tensor:
+    """Approximately solve A x = b for a symmetric positive definite A given as a product function."""
+    x = torch.zeros_like(b)
+    r, p = b.clone(), b.clone()
+    rr = r @ r
+    for _ in range(iters):
+        if rr < tol:
+            break
+        Ap = Avp(p)
+        alpha = rr / (p @ Ap)
+        x = x + alpha * p
+        r = r - alpha * Ap
+        rr_new = r @ r
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+class TRPOStep:
+    """TRPO's outer step on the learner's loss; its metrics must hold "kl", the mean KL(pi_old || pi).
+    Settings (an OuterConfig): max_kl, cg_iters, cg_damping, ls_max_steps, ls_backtrack, hvp_task_fraction
+    (the fraction of tasks whose KL drives the CG's products: rllab's subsampled Fisher), hvp ("autograd":
+    double backward through the adaptation; "gauss_newton": J^T F J v, see gauss_newton_kl_hvp)."""
+
+    def __init__(self, settings: "OuterConfig"):
+        self.s = settings
+
+    def step(self, flat: torch.Tensor, batch: Batch, problem: MetaProblem, iteration: int = 0) -> dict[str, float]:
+        s, reduce = self.s, problem.reduce
+        x = flat.detach().clone().requires_grad_(True)
+        loss, metrics = problem.loss(x, batch)
+        g = torch.autograd.grad(loss, x, retain_graph=True)[0]
+        g, loss_all = reduce(g, loss.detach())
+        _check_finite(float(loss_all), float(g.norm()))
+        if s.hvp == "gauss_newton":
+            meta = detach(problem.layout.unflatten(x))
+            sub = self._hvp_batch(batch)
+
+            def Hv(v: torch.Tensor) -> torch.Tensor:
+                hv = gauss_newton_kl_hvp(problem.learner, meta, sub, problem.layout.unflatten(v))
+                return reduce(problem.layout.flatten(hv))[0] + s.cg_damping * v
+        else:
+            sub = self._hvp_batch(batch)
+            kl = metrics["kl"] if sub is batch else problem.loss(x, sub)[1]["kl"]
+            grad_kl = torch.autograd.grad(kl, x, create_graph=True)[0]
+
+            def Hv(v: torch.Tensor) -> torch.Tensor:
+                return reduce(torch.autograd.grad(grad_kl @ v, x, retain_graph=True)[0])[0] + s.cg_damping * v
+
+        step_dir = conjugate_gradient(Hv, g, s.cg_iters)
+        shs = 0.5 * (step_dir @ Hv(step_dir))
+        # the quadratic model 0.5 d^T H d of the KL equals max_kl at `full_step`
+        full_step = step_dir / torch.sqrt(shs / s.max_kl).clamp_min(1e-12)
+        old = float(loss_all)
+        info = {"meta_loss": old, "grad_norm": float(g.norm()), "accepted": 0.0, "kl": 0.0, "step_frac": 0.0,
+                "loss_after": old}
+        frac = 1.0
+        with torch.no_grad():
+            for _ in range(s.ls_max_steps):
+                cand = flat - frac * full_step
+                new_loss, new_metrics = problem.loss(cand, batch)
+                new_loss, new_kl = (float(t) for t in reduce(new_loss, new_metrics["kl"]))
+                if new_loss < old and new_kl <= s.max_kl:
+                    flat.copy_(cand)
+                    info.update(accepted=1.0, kl=new_kl, step_frac=frac, loss_after=new_loss)
+                    break
+                frac *= s.ls_backtrack
+        return info
+
+    def _hvp_batch(self, batch: Batch) -> Batch:
+        """An evenly spaced, fixed subset of the tasks (rllab's subsampled Fisher), or the whole batch."""
+        n = batch.num_tasks
+        n_sub = max(1, round(self.s.hvp_task_fraction * n))
+        return batch if n_sub >= n else batch.take(torch.linspace(0, n - 1, n_sub).round().long())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def gauss_newton_kl_hvp(learner: Learner, meta: dict, batch: Batch, v: dict) -> dict:
+    """H v for H the Hessian of the mean KL(pi_old || pi_phi(theta)) at the params where pi_old = pi_phi.
+
+    There the KL's gradient in phi vanishes, so H = mean_i J_i^T F_i J_i exactly, with J_i = d phi_i / d theta
+    = I - alpha H_inner,i (I for first order; symmetric) and F_i the KL Hessian in phi: two inner
+    Hessian-vector products and one outer one per task, all forward-over-reverse, instead of a third-order
+    backward. For one inner step with a fixed step size (MAML)."""
+    theta, vt = meta["theta"], v["theta"]
+    lr = learner.step_size(meta, 0)
+    objective, first_order = learner.objective, learner.first_order
+
+    def one(support, query):
+        inner_grad = lambda p: grad(objective.inner_loss)(p, support)  # noqa: E731
+        g, Hin_v = jvp(inner_grad, (theta,), (vt,))
+        phi = {k: theta[k] - lr[k] * g[k] for k in theta}
+        Jv = vt if first_order else {k: vt[k] - lr[k] * Hin_v[k] for k in vt}
+        _, FJv = jvp(grad(lambda p: objective.outer_loss(p, query)[1]["kl"]), (phi,), (Jv,))
+        if first_order:
+            return FJv
+        _, Hin_FJv = jvp(inner_grad, (theta,), (FJv,))
+        return {k: FJv[k] - lr[k] * Hin_FJv[k] for k in FJv}
+
+    hv = vmap(one)(at(batch.support, 0), at(batch.query, 0))
+    return {"theta": {k: t.mean(0) for k, t in hv.items()}}

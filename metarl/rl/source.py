@@ -1,0 +1,113 @@
+"""Experience of RL task families (H > 1): rollouts of the adapting policy, one collection per inner step.
+
+    D_0     = collect(theta)                    T tasks x E episodes x H steps in one batched loop (rl.sampler)
+    state_s = learner.adapt(state_{s-1}, D_{s-1})       no graph: the learner's own inner step (learners.base)
+    D_s     = collect(params(state_s))          s = 1..k: each adapted policy collects the next data
+    batch   = support [D_0 .. D_{k-1}], query [D_1 .. D_k] with the sampling policy's outputs attached
+              (old_mean, old_log_std, old_log_probs: TRPO's KL and PPO's ratio are relative to them)
+
+The learner's meta-loss then re-takes the same steps with the graph. The held-out evaluation runs the same
+loop for k = eval.steps and scores each D_s by its average return (the MAML paper's protocol).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from envs.base import TaskBatch, num_tasks
+from envs.registry import TaskFamily
+from metarl.experience import Source
+from metarl.learners.base import Batch, Learner
+from metarl.params import MetaParams, expand, take, to_device
+from metarl.rl.advantages import process_rollouts
+from metarl.rl.policy import GaussianMLPPolicy, batched_policy_outputs, gaussian_log_prob
+from metarl.rl.sampler import BatchedSampler
+
+
+class RolloutSource(Source):
+    headline = "return"
+
+    def __init__(self, family: TaskFamily, distribution, policy: GaussianMLPPolicy, meta_batch_size: int, seed: int,
+                 device: torch.device, episodes_per_task: int, horizon: int, dtype: torch.dtype = torch.float32,
+                 gamma: float = 0.99, gae_lambda: float = 1.0, normalize_advantages: bool = True,
+                 compile: bool = False, backend: str = "auto", eval_episodes_per_task: int = 20, rank: int = 0,
+                 world: int = 1):
+        super().__init__(distribution, meta_batch_size, seed, device, rank, world)
+        self.family, self.policy = family, policy
+        self.episodes, self.eval_episodes, self.horizon = episodes_per_task, eval_episodes_per_task, horizon
+        self.dtype = dtype
+        self.gamma, self.gae_lambda, self.normalize = gamma, gae_lambda, normalize_advantages
+        self.compile = compile
+        self.env_kwargs = {"backend": backend} if family.backends else {}
+        self._samplers: dict[tuple[int, int], BatchedSampler] = {}
+
+    def sampler(self, num_tasks: int, episodes: int) -> BatchedSampler:
+        """The batched env and sampler for num_tasks x episodes (built once per size)."""
+        key = (num_tasks, episodes)
+        if key not in self._samplers:
+            env = self.family.batched_env(self.dist, num_tasks, episodes, self.horizon, device=self.device,
+                                          dtype=self.dtype, **self.env_kwargs)
+            self._samplers[key] = BatchedSampler(env, self.policy, compile=self.compile)
+        return self._samplers[key]
+
+    def protocol(self) -> dict[str, Any]:
+        return {"episodes_per_task": self.eval_episodes, "horizon": self.horizon}
+
+    def rollout_generator(self, generator: torch.Generator) -> torch.Generator:
+        """A generator on the rollout device, seeded from `generator`."""
+        seed = int(torch.randint(2**62, (1,), generator=generator))
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def rollout_path(self, learner: Learner, meta: MetaParams, tasks: TaskBatch, steps: int, collections: int,
+                     generator: torch.Generator, episodes: int, shard: tuple[int, int] | None = None):
+        """`collections` collections, the first with theta, then one after each inner step (steps of them):
+        [(data, rollouts, params)] per collection."""
+        T = num_tasks(tasks)
+        sampler = self.sampler(T, episodes)
+        state = learner.start(meta)
+        params = learner.params(meta, state)  # shared by all tasks: one plain policy call per env step
+        out = []
+        for s in range(collections):
+            r = sampler.collect(params, tasks, generator, shard=shard)
+            data = process_rollouts(r, self.gamma, self.gae_lambda, self.normalize)
+            out.append((data, r, params))
+            if s < steps:
+                state = learner.adapt(meta, expand(state, T) if s == 0 else state, data, s)
+                params = torch.func.vmap(lambda st: learner.params(meta, st))(state)
+        return out
+
+    def train_batch(self, iteration: int, learner: Learner, meta: MetaParams) -> tuple[Batch, dict[str, float]]:
+        gen = self.train_generator(iteration)
+        tasks = to_device(self.mine(self.dist.sample(self.batch_size, gen, "train")), self.device)
+        k, shard = learner.inner_steps, (self.shard[0], self.batch_size)
+        path = self.rollout_path(learner, meta, tasks, k, k + int(learner.needs_query), self.rollout_generator(gen),
+                                 self.episodes, shard)
+        support = [d for d, _, _ in path[:k]]
+        query = [with_old_policy(self.policy, d, p) for d, _, p in path[1:]] if learner.needs_query else []
+        returns = [float(r.episode_returns.mean()) for _, r, _ in path]
+        metrics = {"return_pre": returns[0], **{f"return_step{s}": x for s, x in enumerate(returns[1:-1], 1)},
+                   "return_post": returns[-1], "env_steps": float(sum(r.num_steps for _, r, _ in path))}
+        return Batch(tasks, support, query), metrics
+
+    def evaluate(self, learner: Learner, meta: MetaParams, tasks: TaskBatch, steps: int, generator: torch.Generator,
+                 plot_tasks: int = 0) -> tuple[list[dict[str, torch.Tensor]], dict[str, Any]]:
+        """Per step 0..steps, per task: the average return of fresh episodes of the policy after that many
+        steps (each step adapts on the previous step's episodes); and a trace of a few tasks' trajectories."""
+        tasks = to_device(tasks, self.device)
+        path = self.rollout_path(learner, meta, tasks, steps, steps + 1, self.rollout_generator(generator),
+                                 self.eval_episodes)
+        per_step = [{"return": r.episode_returns.mean(1)} for _, r, _ in path]
+        n, shown = min(plot_tasks, num_tasks(tasks)), sorted({0, steps})
+        trace = {"tasks": to_device(take(tasks, slice(n)), "cpu"), "steps": shown,
+                 "obs": {s: path[s][1].obs[:n, :3].cpu() for s in shown},
+                 "mask": {s: path[s][1].mask[:n, :3].cpu() for s in shown}}
+        return per_step, trace
+
+
+def with_old_policy(policy: GaussianMLPPolicy, data: dict, params: dict) -> dict:
+    """The query data plus the distribution of the policy that sampled it (per-task params)."""
+    with torch.no_grad():
+        mean, log_std = batched_policy_outputs(policy, params, data["obs"])
+        return {**data, "old_mean": mean, "old_log_std": log_std,
+                "old_log_probs": gaussian_log_prob(mean, log_std, data["actions"])}

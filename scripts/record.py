@@ -1,0 +1,67 @@
+#!/usr/bin/env python
+"""Run a training or benchmark command and keep its result in results/NAME/: the exact command, the wall time,
+the machine, the commit, and what it produced (a run's eval.json and pictures; a benchmark's last JSON line).
+README tables are generated from these files (scripts/results_table.py), never typed by hand.
+
+    python scripts/record.py --name sinusoid_maml --run_dir runs/sin -- \\
+        .venv/bin/python scripts/train.py --config configs/sinusoid_maml.yaml --run_dir runs/sin
+    python scripts/record.py --name bench_rollout_nav2d -- .venv/bin/python scripts/bench_rollout.py --env Navigation2D
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--name", required=True, help="results/NAME/ receives the record")
+    p.add_argument("--run_dir", default="", help="the run's directory: its eval.json and PNGs are kept")
+    p.add_argument("--note", default="", help="one line on the conditions (e.g. 'quiet machine')")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
+    a = p.parse_args()
+    command = a.command[1:] if a.command[:1] == ["--"] else a.command
+    if not command:
+        raise SystemExit("error: give the command after --")
+    out = ROOT / "results" / a.name
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    (out / "output.txt").write_text(proc.stdout[-20000:] + ("\n--- stderr ---\n" + proc.stderr[-5000:] if proc.returncode else ""))
+    import torch
+
+    record = {
+        "command": shlex.join(command), "returncode": proc.returncode, "wall_s": round(wall, 1),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "note": a.note,
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                 text=True).stdout.strip(),
+        "machine": {"cpus": len(os.sched_getaffinity(0)), "cpu": platform.processor() or platform.machine(),
+                    "python": platform.python_version(), "torch": torch.__version__},
+    }
+    lines = proc.stdout.strip().splitlines()
+    if lines and lines[-1].startswith("{"):
+        record["figures"] = json.loads(lines[-1])
+    if a.run_dir:
+        run_dir = ROOT / a.run_dir if not Path(a.run_dir).is_absolute() else Path(a.run_dir)
+        for name in ("eval.json", "eval.png", "eval_episodes.png", "config.yaml"):
+            if (run_dir / name).is_file():
+                shutil.copy(run_dir / name, out / name)
+    (out / "record.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"{a.name}: exit {proc.returncode}, {wall:.0f} s -> {out}")
+    sys.exit(proc.returncode)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+#!/usr/bin/env python
+"""The README's measured-results tables, generated from results/*/record.json (scripts/record.py).
+
+    python scripts/results_table.py            # rewrite the block between the markers in README.md
+    python scripts/results_table.py --print    # print it instead
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _steps(summary: dict) -> str:
+    name = summary["metric"]
+    cells = [("diverged" if m is None else f"{m:.3g} ± {c:.2g}") for m, c in zip(summary[name]["mean"], summary[name]["ci95"])]
+    return f"{name}: " + " / ".join(cells)
+
+
+def tables() -> str:
+    runs, benches = [], []
+    for path in sorted((ROOT / "results").glob("*/record.json")):
+        record = json.loads(path.read_text())
+        where = f"`results/{path.parent.name}/`"
+        eval_json = path.parent / "eval.json"
+        machine = f"{record['machine']['cpus']} CPU cores, torch {record['machine']['torch']}"
+        note = f"; {record['note']}" if record.get("note") else ""
+        if eval_json.is_file():
+            summary = json.loads(eval_json.read_text())
+            runs.append(f"| `{record['command'].split('scripts/', 1)[-1]}` | {summary['num_tasks']} held-out tasks, after "
+                        f"{', '.join(map(str, summary['steps']))} steps: {_steps(summary)} | {record['wall_s']:.0f} s "
+                        f"({machine}{note}) | {where} |")
+        elif "figures" in record:
+            figures = ", ".join(f"{k} {v}" for k, v in record["figures"].items() if isinstance(v, (int, float)))
+            benches.append(f"| `{record['command'].split('scripts/', 1)[-1]}` | {figures} | {machine}{note} | {where} |")
+    out = ["| command | held-out result (mean ± 95% CI) | wall time | files |", "| --- | --- | --- | --- |", *runs]
+    if benches:
+        out += ["", "| benchmark | figures (its last JSON line) | machine | files |", "| --- | --- | --- | --- |", *benches]
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--print", action="store_true")
+    a = p.parse_args()
+    block = tables()
+    if a.print:
+        print(block)
+        return
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"error: README.md lacks the markers {START} / {END}")
+    head, rest = text.split(START, 1)
+    readme.write_text(head + START + "\n" + block + "\n" + END + rest.split(END, 1)[1])
+    print(f"README.md: {block.count(chr(10)) + 1} table lines from results/")
+
+
+if __name__ == "__main__":
+    main()
