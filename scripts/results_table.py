@@ -17,7 +17,7 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 def _steps(summary: dict) -> str:
     name = summary["metric"]
     cells = [("diverged" if m is None else f"{m:.3g} ± {c:.2g}") for m, c in zip(summary[name]["mean"], summary[name]["ci95"])]
-    return f"{name}: " + " / ".join(cells)
+    return f"{name} after {summary['steps'][0]}..{summary['steps'][-1]} steps: " + ", ".join(cells)
 
 
 def tables() -> str:
@@ -30,11 +30,11 @@ def tables() -> str:
         note = f"; {record['note']}" if record.get("note") else ""
         if eval_json.is_file():
             summary = json.loads(eval_json.read_text())
-            runs.append(f"| `{record['command'].split('scripts/', 1)[-1]}` | {summary['num_tasks']} held-out tasks, after "
-                        f"{', '.join(map(str, summary['steps']))} steps: {_steps(summary)} | {record['wall_s']:.0f} s "
-                        f"({machine}{note}) | {where} |")
+            runs.append(f"| `{record['command'].split('scripts/', 1)[-1]}` | {summary['num_tasks']} held-out tasks, "
+                        f"{_steps(summary)} | {record['wall_s']:.0f} s ({machine}{note}) | {where} |")
         elif "figures" in record:
-            figures = ", ".join(f"{k} {v}" for k, v in record["figures"].items() if isinstance(v, (int, float)))
+            figures = ", ".join(f"{k} {v:,.0f}" if abs(v) >= 1000 else f"{k} {v:.4g}" for k, v in record["figures"].items()
+                                if isinstance(v, (int, float)) and not isinstance(v, bool))
             benches.append(f"| `{record['command'].split('scripts/', 1)[-1]}` | {figures} | {machine}{note} | {where} |")
     out = ["| command | held-out result (mean ± 95% CI) | wall time | files |", "| --- | --- | --- | --- |", *runs]
     if benches:

@@ -223,3 +223,14 @@ def test_setup_fails_fast_and_says_what_it_tried_when_no_torch_can_be_installed(
     assert "1. pip install 'torch==2.13.0+cpu'" in proc.stderr and "2. pip install torch --index-url" in proc.stderr
     assert proc.stderr.count("ERROR") >= 2  # each attempt's own error, not hidden
     assert "Connection refused" in proc.stderr or "Failed to establish" in proc.stderr
+
+
+def test_readme_results_tables_are_generated_from_the_committed_result_files():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("results_table", ROOT / "scripts" / "results_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split(module.START, 1)[1].split(module.END, 1)[0].strip()
+    assert block == module.tables().strip(), "README tables differ from results/: run scripts/results_table.py"
