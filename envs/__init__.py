@@ -6,7 +6,10 @@ distribution; `make_batched_env(name, T, E, H)` its batched env (RL families).
 """
 from __future__ import annotations
 
+import os
 from functools import partial
+
+import torch
 
 from envs.base import TaskBatch, TaskDistribution, checkerboard_split
 from envs.mujoco import BACKENDS, MUJOCO_TASKS, make_batched, single_env_entry_point
@@ -16,6 +19,16 @@ from envs.omniglot import OmniglotTasks
 from envs.registry import TaskFamily, family, known, make_batched_env, make_distribution, register
 from envs.sinusoid import SinusoidTasks
 from envs.supervised import Episode, SupervisedTaskDistribution, SupervisedTaskEnv
+
+
+def _one_torch_thread() -> None:
+    torch.set_num_threads(1)
+
+
+# A process forked after torch ran OpenMP work hangs in its first parallel op (the OpenMP thread pool does
+# not survive fork), and Gymnasium's AsyncVectorEnv forks its workers by default: one torch thread in a
+# forked child avoids the pool (each worker is one env; the parent keeps its threads).
+os.register_at_fork(after_in_child=_one_torch_thread)
 
 
 def _navigation(dist, num_tasks, episodes_per_task, horizon, device="cpu", **kw):

@@ -80,10 +80,22 @@ def build(cfg: Config, rank: int = 0, world: int = 1, device: torch.device | Non
         else:
             model, objective = _network(cfg, dist, init_gen)
         learner = _learner(cfg, objective, parameters_of(model, dtype=dtype, device=device))
+        learner.batching, learner.chunk_size = task_batching(cfg, device), cfg.train.chunk_size
+        if cfg.model.arch == "conv" and learner.batching == "loop":
+            model.layout = "nchw"  # plain convolutions for one task at a time
         source = _source(cfg, fam, dist, objective, model, device, dtype, rank, world)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return Run(cfg, fam, dist, model, objective, learner, source, device)
+
+
+def task_batching(cfg: Config, device: torch.device) -> str:
+    """train.task_batching, with auto resolved: one task at a time for conv nets on CPU (a grouped
+    convolution over per-task weights is slower there than plain ones: bench_meta_gradient.py --case
+    omniglot), one vmapped call otherwise."""
+    if cfg.train.task_batching != "auto":
+        return cfg.train.task_batching
+    return "loop" if device.type == "cpu" and cfg.model.arch == "conv" else "vmap"
 
 
 def _network(cfg: Config, dist, generator: torch.Generator):
@@ -136,7 +148,7 @@ def _source(cfg: Config, fam, dist, objective, model, device, dtype, rank: int, 
     t, e, B = cfg.task, cfg.eval, cfg.train.meta_batch_size
     if not fam.is_rl:
         return SupervisedSource(dist, objective, B, cfg.seed, device, t.k_support, t.k_query, e.k_support, e.k_query,
-                                rank, world)
+                                rank, world, cfg.model.batch_norm if cfg.model.arch == "conv" else None)
     from metarl.rl.source import RolloutSource
 
     r = cfg.rl

@@ -64,6 +64,9 @@ class ModelConfig:
     without residual); its gain and bias are adapted in the inner loop like the other parameters."""
     channels: int = 64
     """Conv: filters per block."""
+    batch_norm: Literal["transductive", "support"] = "transductive"
+    """Conv: query batches normalised by their own statistics (transductive, the MAML paper's code), or by the
+    task's support set statistics (each query classified without the other queries), in training and evaluation."""
     init_std: float = 1.0
     """RL policy: initial standard deviation of the Gaussian (state independent, learned)."""
     last_layer_scale: float = 1.0
@@ -170,6 +173,12 @@ class TrainConfig:
     """Log training metrics every this many iterations."""
     compile: bool = False
     """Supervised: torch.compile the meta-gradient (several times faster per iteration after a ~20 s compile)."""
+    task_batching: Literal["auto", "vmap", "loop", "chunks"] = "auto"
+    """How the tasks of a batch are computed, in training and evaluation: vmap (one batched call), loop (one
+    task at a time), chunks (vmap over groups of chunk_size); auto = loop for conv nets on CPU (plain
+    convolutions beat vmap's grouped ones there), vmap otherwise. The same numbers either way."""
+    chunk_size: int = 8
+    """Tasks per vmapped group with task_batching chunks."""
     dtype: Literal["float32", "float64"] = "float32"
     """Floating-point type of parameters and data."""
     threads: int = 0
@@ -271,7 +280,7 @@ class Config:
             "outer.ls_max_steps": O.ls_max_steps, "rl.episodes_per_task": self.rl.episodes_per_task,
             "train.iterations": T.iterations, "train.meta_batch_size": T.meta_batch_size,
             "train.eval_tasks": T.eval_tasks, "train.checkpoint_every": T.checkpoint_every,
-            "train.log_every": T.log_every, "eval.num_tasks": E.num_tasks, "eval.k_support": E.k_support,
+            "train.log_every": T.log_every, "train.chunk_size": T.chunk_size, "eval.num_tasks": E.num_tasks, "eval.k_support": E.k_support,
             "eval.k_query": E.k_query, "eval.episodes_per_task": E.episodes_per_task,
             "eval.batch_size": E.batch_size,
         }, non_negative={
@@ -323,7 +332,8 @@ def unused_keys(cfg: Config, rl: bool, has_backends: bool) -> dict[str, str]:
     L, O = cfg.learner, cfg.outer
     if rl:
         mark(["task.k_support", "task.k_query", "eval.k_support", "eval.k_query", "model.arch", "model.input_scale",
-              "model.residual", "model.gated", "model.norm", "model.channels", "train.compile"], "an RL task family")
+              "model.residual", "model.gated", "model.norm", "model.channels", "model.batch_norm", "train.compile"],
+             "an RL task family")
         if not has_backends:
             mark(["rl.backend"], f"{cfg.task.name} (no physics backend to choose)")
     else:
@@ -334,7 +344,7 @@ def unused_keys(cfg: Config, rl: bool, has_backends: bool) -> dict[str, str]:
             mark([f"model.{k}" for k in ("hidden", "activation", "input_scale", "residual", "gated", "norm")],
                  "model.arch conv")
         else:
-            mark(["model.channels"], "model.arch mlp")
+            mark(["model.channels", "model.batch_norm"], "model.arch mlp")
     if L.algo != "lstm":
         mark(["learner.lstm_hidden"], f"learner.algo {L.algo}")
     else:
@@ -351,6 +361,8 @@ def unused_keys(cfg: Config, rl: bool, has_backends: bool) -> dict[str, str]:
         mark([f"outer.{k}" for k in _TRPO_KEYS], f"outer.optimizer {O.optimizer}")
     if O.optimizer != "ppo":
         mark(["outer.ppo_clip"], f"outer.optimizer {O.optimizer}")
+    if cfg.train.task_batching != "chunks":
+        mark(["train.chunk_size"], f"train.task_batching {cfg.train.task_batching}")
     return out
 
 

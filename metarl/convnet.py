@@ -15,7 +15,9 @@ im2col columns cost more than the matmuls save.
 Batch norm uses the statistics of the batch it is given, in training and at test time alike (no running
 statistics, like `nn.BatchNorm2d(track_running_stats=False)`). Inside the vmapped inner loop the batch is one
 task's support set or query set, so a query set is normalised by its own statistics: the transductive
-setting of the MAML paper's code. A non-transductive test mode is not implemented.
+setting of the MAML paper's code. `forward(x, reference_rows=r)` is the non-transductive one: the statistics
+come from the first r rows (the task's support set, put before its queries) and normalise every row, so each
+query is classified without the other queries (`model.batch_norm: support`).
 """
 from __future__ import annotations
 
@@ -52,23 +54,31 @@ def batch_norm_nhwc(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, e
     return torch.addcmul(bias, x_hat, weight)
 
 
+def support_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, rows: int, eps: float,
+                 channel_dim: int) -> torch.Tensor:
+    """Batch norm of all rows of x with the (biased) statistics of its first `rows` rows, written with
+    elementary ops (correct under vmap to second order)."""
+    dims = tuple(d for d in range(x.ndim) if d != channel_dim % x.ndim)
+    ref = x[:rows]
+    mean = ref.mean(dims, keepdim=True)
+    var = ((ref - mean) ** 2).mean(dims, keepdim=True)
+    shape = [1] * x.ndim
+    shape[channel_dim] = -1
+    return (x - mean) * torch.rsqrt(var + eps) * weight.view(shape) + bias.view(shape)
+
+
 def max_pool2_nhwc(x: torch.Tensor) -> torch.Tensor:
     """2x2 max-pool, stride 2, dropping an odd last row / column."""
     return _nhwc(F.max_pool2d(_nchw(x), 2))
 
 
 class ConvBlock(nn.Module):
-    """conv 3x3 -> batch norm (batch statistics) -> ReLU -> max-pool 2x2, on channels-last tensors."""
+    """The parameters of conv 3x3 -> batch norm (batch statistics) -> ReLU -> max-pool 2x2 (ConvNet runs it)."""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.norm = nn.BatchNorm2d(out_channels, track_running_stats=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = conv3x3_nhwc(x, self.conv.weight, self.conv.bias)
-        x = batch_norm_nhwc(x, self.norm.weight, self.norm.bias, self.norm.eps)
-        return max_pool2_nhwc(torch.relu(x))
 
 
 class ConvNet(nn.Module):
@@ -79,8 +89,13 @@ class ConvNet(nn.Module):
     """
 
     def __init__(self, in_channels: int = 1, ways: int = 5, channels: int = 64, blocks: int = 4,
-                 image_size: int = 28, generator: torch.Generator | None = None):
+                 image_size: int = 28, generator: torch.Generator | None = None, layout: str = "channels_last"):
         super().__init__()
+        if layout not in ("channels_last", "nchw"):
+            raise ValueError(f"layout must be channels_last or nchw, got {layout!r}")
+        #: channels_last: the vmap path above (per-task weights as grouped convolutions); nchw: plain ops, for
+        #: one task at a time (learner batching "loop"), ~25% faster there on CPU. Same parameters, same outputs.
+        self.layout = layout
         dims = [in_channels] + [channels] * blocks
         self.blocks = nn.Sequential(*[ConvBlock(a, b) for a, b in zip(dims[:-1], dims[1:])])
         side = image_size
@@ -92,8 +107,23 @@ class ConvNet(nn.Module):
         if generator is not None:
             reinit_(self, generator)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(x.permute(0, 2, 3, 1))  # channels-last: the channel axis is the matmul's inner axis
+    def forward(self, x: torch.Tensor, reference_rows: int = 0) -> torch.Tensor:
+        """Logits of images x (B, C, H, W); reference_rows r > 0: batch norm with the first r rows' statistics."""
+        nchw = self.layout == "nchw"
+        if not nchw:
+            x = x.permute(0, 2, 3, 1)  # channels-last: the channel axis is the matmul's inner axis
+        for block in self.blocks:
+            conv, norm = block.conv, block.norm
+            x = F.conv2d(x, conv.weight, conv.bias, padding=1) if nchw else conv3x3_nhwc(x, conv.weight, conv.bias)
+            if reference_rows:
+                x = support_norm(x, norm.weight, norm.bias, reference_rows, norm.eps, 1 if nchw else -1)
+            elif nchw:
+                x = F.batch_norm(x, None, None, norm.weight, norm.bias, training=True, eps=norm.eps)
+            else:
+                x = batch_norm_nhwc(x, norm.weight, norm.bias, norm.eps)
+            x = F.max_pool2d(F.relu(x), 2) if nchw else max_pool2_nhwc(torch.relu(x))
+        if nchw:
+            x = x.permute(0, 2, 3, 1)  # flattened in channels-last order either way
         return self.head(x.reshape(x.shape[0], -1))
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from metarl.experience import Source
 from metarl.learners.base import Learner
@@ -29,15 +30,17 @@ from metarl.stats import mean_ci95
 
 class Evaluator:
     def __init__(self, source: Source, num_tasks: int, steps: int, batch_size: int = 500, seed: int = 12345,
-                 plot_tasks: int = 4):
+                 plot_tasks: int = 4, progress: bool = False):
         self.source, self.num_tasks, self.steps = source, num_tasks, steps
-        self.batch_size, self.seed, self.plot_tasks = batch_size, seed, plot_tasks
+        self.batch_size, self.seed, self.plot_tasks, self.progress = batch_size, seed, plot_tasks, progress
         self.trace: dict[str, Any] | None = None
 
     def run(self, learner: Learner, meta: MetaParams) -> dict[str, Any]:
         meta = detach(meta)
         per_step: list[dict[str, list[torch.Tensor]]] = [{} for _ in range(self.steps + 1)]
         done, chunk = 0, 0
+        bar = tqdm(total=self.num_tasks, desc="held-out evaluation", unit="task", disable=not self.progress,
+                   dynamic_ncols=True, leave=False)
         while done < self.num_tasks:
             n = min(self.batch_size, self.num_tasks - done)
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + chunk)
@@ -49,6 +52,8 @@ class Evaluator:
                 for k, v in m.items():
                     per_step[s].setdefault(k, []).append(v.detach().double().cpu())
             done, chunk = done + n, chunk + 1
+            bar.update(n)
+        bar.close()
         names = list(per_step[0])
         summary: dict[str, Any] = {"family": self.source.dist.name, "metric": self.source.headline, "metrics": names,
                                    "steps": list(range(self.steps + 1)), "num_tasks": self.num_tasks, "split": "test",
@@ -126,7 +131,7 @@ def evaluate_checkpoint(checkpoint: str | Path, flags: list[str] = (), out: str 
     except (KeyError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint {checkpoint} does not match this learner (meta-parameter {e})") from None
     e = cfg.eval
-    evaluator = Evaluator(run.source, e.num_tasks, e.steps, e.batch_size, e.seed, e.plot_tasks)
+    evaluator = Evaluator(run.source, e.num_tasks, e.steps, e.batch_size, e.seed, e.plot_tasks, cfg.log.progress)
     summary = evaluator.run(run.learner, meta)
     summary["iteration"] = state["iteration"]
     out = Path(out) if out else Path(checkpoint).parent / "evaluate.json"

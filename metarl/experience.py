@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.func import vmap
 
 from envs.base import TaskBatch
 from envs.supervised import Episode, SupervisedTaskDistribution
@@ -61,8 +60,10 @@ class Source:
 class SupervisedSource(Source):
     def __init__(self, distribution: SupervisedTaskDistribution, objective, meta_batch_size: int, seed: int,
                  device: torch.device, k_support: int, k_query: int, eval_k_support: int, eval_k_query: int,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, batch_norm: str | None = None):
         super().__init__(distribution, meta_batch_size, seed, device, rank, world)
+        #: None: the model has no batch norm; "transductive" or "support": which statistics normalise a query
+        self.batch_norm = batch_norm
         self.headline = "accuracy" if distribution.loss == "cross_entropy" else "loss"
         self.objective = objective
         self.k_support, self.k_query, self.eval_k_support, self.eval_k_query = k_support, k_query, eval_k_support, eval_k_query
@@ -72,7 +73,12 @@ class SupervisedSource(Source):
         self._block: tuple[int, list[Episode]] = (-1, [])
 
     def protocol(self) -> dict[str, Any]:
-        return {"k_support": self.eval_k_support, "k_query": self.eval_k_query}
+        batch_norm = {"batch_norm": self.batch_norm} if self.batch_norm else {}
+        return {"k_support": self.eval_k_support, "k_query": self.eval_k_query, **batch_norm}
+
+    def _query(self, support: tuple, query: tuple) -> tuple:
+        """Query data as the objective takes it: with the support inputs when they set the normalisation."""
+        return (*query, support[0]) if self.batch_norm == "support" else query
 
     def train_batch(self, iteration: int, learner: Learner, meta: MetaParams) -> tuple[Batch, dict[str, float]]:
         B, S = self.batch_size, self.block_iterations
@@ -83,7 +89,7 @@ class SupervisedSource(Source):
             self._block = (index, [Episode(*take((ep.tasks, ep.support, ep.query), slice(i * B + lo, i * B + lo + n)))
                                    for i in range(S)])
         ep = self._block[1][offset]
-        return Batch(ep.tasks, [ep.support], [ep.query]), {}
+        return Batch(ep.tasks, [ep.support], [self._query(ep.support, ep.query)]), {}
 
     def evaluate(self, learner: Learner, meta: MetaParams, tasks: TaskBatch, steps: int, generator: torch.Generator,
                  plot_tasks: int = 0) -> tuple[list[dict[str, torch.Tensor]], dict[str, Any]]:
@@ -91,12 +97,14 @@ class SupervisedSource(Source):
                                                                   generator, "test"), self.device)
         path = learner.adapt_path(meta, support, steps)
         with torch.no_grad():
-            per_step = [detach(vmap(self.objective.metrics)(p, query)) for p in path]
+            per_step = [detach(learner.over_tasks(self.objective.metrics, p, self._query(support, query))) for p in path]
         n = min(plot_tasks, support[0].shape[0])
 
         def predict(step: int, x: torch.Tensor) -> torch.Tensor:
+            reference = (take(support[0], slice(n)),) if self.batch_norm == "support" else ()
             with torch.no_grad():
-                return vmap(self.objective.predict)(take(path[step], slice(n)), x.to(self.device)).cpu()
+                return learner.over_tasks(self.objective.predict, take(path[step], slice(n)), x.to(self.device),
+                                          *reference).cpu()
 
         trace = {"tasks": take(tasks, slice(n)), "support": take(support, slice(n)), "query": take(query, slice(n)),
                  "steps": sorted({0, min(1, steps), steps}), "predict": predict}

@@ -12,7 +12,11 @@ Data = tuple[torch.Tensor, torch.Tensor]
 
 
 class SupervisedObjective:
-    """MSE (regression) or cross-entropy (classification) of `model` on (x, y); one task, no task dim."""
+    """MSE (regression) or cross-entropy (classification) of `model` on (x, y); one task, no task dim.
+
+    Query data may carry the task's support inputs as a third element, (x, y, support_x): the model then
+    normalises with the support set's statistics (`ConvNet(reference_rows=...)`, the non-transductive
+    protocol) instead of the query batch's own."""
 
     def __init__(self, model: nn.Module, loss: str = "mse"):
         if loss not in ("mse", "cross_entropy"):
@@ -21,8 +25,12 @@ class SupervisedObjective:
         self.loss = loss
         self.buffers = {k: v for k, v in model.named_buffers()}
 
-    def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.model, {**params, **self.buffers}, (x,))
+    def predict(self, params: Params, x: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        if reference is None:
+            return functional_call(self.model, {**params, **self.buffers}, (x,))
+        r = reference.shape[0]
+        out = functional_call(self.model, {**params, **self.buffers}, (torch.cat([reference, x]),), {"reference_rows": r})
+        return out[r:]
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(out, y) if self.loss == "mse" else F.cross_entropy(out, y)
@@ -32,8 +40,8 @@ class SupervisedObjective:
         return self._loss(self.predict(params, x), y)
 
     def outer_loss(self, params: Params, data: Data) -> tuple[torch.Tensor, Metrics]:
-        x, y = data
-        out = self.predict(params, x)
+        x, y, *reference = data
+        out = self.predict(params, x, *reference)
         loss = self._loss(out, y)
         if self.loss == "cross_entropy":
             return loss, {"accuracy": (out.argmax(-1) == y).to(out.dtype).mean()}

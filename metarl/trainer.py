@@ -103,7 +103,8 @@ class Trainer:
 
     def evaluator(self, num_tasks: int) -> Evaluator:
         e = self.cfg.eval
-        return Evaluator(self.source, num_tasks, e.steps, e.batch_size, e.seed, e.plot_tasks)
+        return Evaluator(self.source, num_tasks, e.steps, e.batch_size, e.seed, e.plot_tasks,
+                         progress=self.cfg.log.progress and self.rank == 0)
 
     def step(self) -> dict[str, float]:
         """One outer iteration; raises NonFiniteLossError (nothing applied) on a NaN/inf loss or gradient."""

@@ -151,7 +151,7 @@ def main() -> None:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from bench_omniglot import run_omniglot_case
 
-        result = run_omniglot_case(device=args.device, tasks=args.tasks or 32)
+        result = run_omniglot_case(device=args.device, tasks=args.tasks or 32, rounds=args.rounds)
     for k, v in result.items():
         print(f"{k:>24s}: {v:.4g}" if isinstance(v, float) else f"{k:>24s}: {v}")
     print(json.dumps(result))

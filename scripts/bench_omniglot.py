@@ -1,13 +1,15 @@
 """Speed of one second-order MAML meta-iteration on Omniglot 5-way 1-shot (32 tasks, conv learner).
 
-Both sides do the same work per iteration: sample an episode (32 tasks, 1 support and 15 query drawings per
-class), compute the second-order meta-gradient of one inner step (alpha = 0.4), and take an Adam step.
-  batched   metarl's MAML learner (vmap over tasks) on metarl.convnet.ConvNet
-  loop      a per-task Python loop: torch's conv2d / batch_norm / max_pool2d and
-            torch.autograd.grad(create_graph=True) for the inner step, one backward for the outer loss
-Prints one JSON object as the last line: seconds per iteration of each, speedup_vs_loop, episodes per second.
+Every contender does the same work per iteration: sample an episode (32 tasks, 1 support and 15 query drawings
+per class), compute the second-order meta-gradient of one inner step (alpha = 0.4), and take an Adam step.
+  loop / vmap / chunks   metarl's MAML learner with each train.task_batching (one task at a time with plain
+                         convolutions; one vmapped call; vmapped groups of 8)
+  plain_loop             a per-task Python loop: torch's conv2d / batch_norm / max_pool2d and
+                         torch.autograd.grad(create_graph=True) for the inner step, one backward for the outer loss
+Timed in interleaved rounds. The last line is one JSON object: seconds per iteration of each, each strategy's
+speed-up over plain_loop, and speedup_vs_loop: that of the strategy train.task_batching auto picks here.
 
-    python scripts/bench_omniglot.py [--device cpu] [--tasks 32] [--repeats 5]
+    python scripts/bench_omniglot.py [--device cpu] [--tasks 32] [--repeats 5] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -51,28 +53,33 @@ def _time(step, repeats: int, warmup: int, device: torch.device) -> float:
 
 
 def run_omniglot_case(device: str = "cpu", tasks: int = 32, repeats: int = 5, warmup: int = 1,
-                      dist: OmniglotTasks | None = None) -> dict:
+                      dist: OmniglotTasks | None = None, rounds: int = 3) -> dict:
     dev = torch.device(device)
     dist = dist or OmniglotTasks(ways=WAYS)
-    model = ConvNet(1, WAYS, generator=torch.Generator().manual_seed(0))
-    init = parameters_of(model, device=dev)
+    init = parameters_of(ConvNet(1, WAYS, generator=torch.Generator().manual_seed(0)), device=dev)
+    auto = "loop" if dev.type == "cpu" else "vmap"  # what train.task_batching auto picks (metarl.build)
 
-    # batched: metarl's learner, unchanged
-    learner = MAML(SupervisedObjective(model.to(dev), "cross_entropy"), init, inner_lr=INNER_LR, inner_steps=1)
-    meta = learner.init_meta_params()
-    leaves = [t.requires_grad_() for g in meta.values() for t in g.values()]
-    opt_b = torch.optim.Adam(leaves, lr=1e-3)
-    gen_b = torch.Generator().manual_seed(1)
+    def metarl_step(batching: str):
+        """metarl's MAML learner with one task batching (loop: plain NCHW convolutions, as build sets up)."""
+        model = ConvNet(1, WAYS, layout="nchw" if batching == "loop" else "channels_last").to(dev)
+        learner = MAML(SupervisedObjective(model, "cross_entropy"), init, inner_lr=INNER_LR, inner_steps=1)
+        learner.batching, learner.chunk_size = batching, 8
+        meta = learner.init_meta_params()
+        leaves = [t.requires_grad_() for g in meta.values() for t in g.values()]
+        opt = torch.optim.Adam(leaves, lr=1e-3)
+        gen = torch.Generator().manual_seed(1)
 
-    def batched_step():
-        ep = dist.sample_episode(tasks, SHOTS, QUERY, gen_b).to(dev)
-        grads, loss, _ = learner.meta_gradient(meta, ep.support, ep.query)
-        for group in meta:
-            for k, t in meta[group].items():
-                t.grad = grads[group][k]
-        opt_b.step()
+        def step():
+            ep = dist.sample_episode(tasks, SHOTS, QUERY, gen).to(dev)
+            grads, loss, _ = learner.meta_gradient(meta, ep.support, ep.query)
+            for group in meta:
+                for k, t in meta[group].items():
+                    t.grad = grads[group][k]
+            opt.step()
 
-    # loop: one task at a time, plain autograd
+        return step
+
+    # the baseline: one task at a time, plain autograd
     theta = {k: v.clone().requires_grad_() for k, v in init.items()}
     opt_l = torch.optim.Adam(list(theta.values()), lr=1e-3)
     gen_l = torch.Generator().manual_seed(1)
@@ -89,20 +96,20 @@ def run_omniglot_case(device: str = "cpu", tasks: int = 32, repeats: int = 5, wa
             (F.cross_entropy(reference_forward(fast, qx), qy) / tasks).backward()
         opt_l.step()
 
-    t_batched = _time(batched_step, repeats, warmup, dev)
-    t_loop = _time(loop_step, repeats, warmup, dev)
+    steps = {"plain_loop": loop_step, **{b: metarl_step(b) for b in ("loop", "vmap", "chunks")}}
+    seconds: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(rounds):  # interleaved: a drifting machine load hits every contender alike
+        for name, step in steps.items():
+            seconds[name].append(_time(step, repeats, warmup, dev))
+    med = {k: sorted(v)[len(v) // 2] for k, v in seconds.items()}
+    ratio = lambda b: sorted(p / m for p, m in zip(seconds["plain_loop"], seconds[b]))[rounds // 2]  # noqa: E731
     return {
-        "case": "omniglot_5way_1shot",
-        "device": str(dev),
-        "tasks": tasks,
-        "query_per_class": QUERY,
-        "second_order": True,
-        "threads": torch.get_num_threads(),
-        "batched_s_per_iter": round(t_batched, 4),
-        "loop_s_per_iter": round(t_loop, 4),
-        "speedup_vs_loop": round(t_loop / t_batched, 3),
-        "episodes_per_s_batched": round(tasks / t_batched, 2),
-        "episodes_per_s_loop": round(tasks / t_loop, 2),
+        "case": "omniglot_5way_1shot", "device": str(dev), "tasks": tasks, "query_per_class": QUERY,
+        "second_order": True, "threads": torch.get_num_threads(), "auto": auto,
+        **{f"{b}_s_per_iter": round(med[b], 4) for b in steps},
+        **{f"{b}_speedup_vs_loop": round(ratio(b), 3) for b in ("loop", "vmap", "chunks")},
+        "speedup_vs_loop": round(ratio(auto), 3),
+        "episodes_per_s": round(tasks / med[auto], 2),
     }
 
 
@@ -111,8 +118,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--tasks", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    print(json.dumps(run_omniglot_case(args.device, args.tasks, args.repeats)))
+    print(json.dumps(run_omniglot_case(args.device, args.tasks, args.repeats, rounds=args.rounds)))
 
 
 if __name__ == "__main__":

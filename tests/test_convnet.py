@@ -145,3 +145,40 @@ def test_maml_query_loss_falls_on_a_fixed_batch():
         opt.step()
         losses.append(float(loss))
     assert losses[-1] < 0.7 * losses[0]
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "nchw"])
+def test_support_statistics_classify_each_query_without_the_other_queries(layout):
+    net, params = _net(channels=4)
+    net.layout = layout
+    (sx, _), (qx, _) = _episode(tasks=1, query=3)
+    sx, qx = sx[0], qx[0]
+    obj = SupervisedObjective(net, "cross_entropy")
+    all_queries = obj.predict(params, qx, sx)
+    # a query's logits do not change with the other queries (here: with only every other one present)
+    torch.testing.assert_close(obj.predict(params, qx[::2], sx), all_queries[::2], rtol=1e-10, atol=1e-12)
+    # and the support rows, normalised by their own statistics, are what the transductive forward gives them
+    out = functional_call(net, params, (torch.cat([sx, qx]),), {"reference_rows": sx.shape[0]})
+    torch.testing.assert_close(out[: sx.shape[0]], obj.predict(params, sx), rtol=1e-10, atol=1e-12)
+    # while the transductive query logits depend on the query batch
+    assert not torch.allclose(obj.predict(params, qx[::2])[0], obj.predict(params, qx)[0])
+
+
+def test_support_statistics_meta_gradient_is_the_same_vmapped_or_looped_and_matches_finite_differences():
+    net, params = _net(channels=4)
+    support, (qx, qy) = _episode(tasks=2, query=2)
+    query = (qx, qy, support[0])  # the query data of the support-statistics protocol
+    grads = {}
+    for layout, batching in (("channels_last", "vmap"), ("nchw", "loop")):
+        net.layout = layout
+        learner = MAML(SupervisedObjective(net, "cross_entropy"), params, inner_lr=0.4, inner_steps=1)
+        learner.batching = batching
+        meta = learner.init_meta_params()
+        grads[batching] = learner.meta_gradient(meta, support, query)[0]["theta"]
+    for k in params:
+        torch.testing.assert_close(grads["loop"][k], grads["vmap"][k], rtol=1e-8, atol=1e-10)
+    d = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(5), dtype=v.dtype) for k, v in params.items()}
+    eps = 1e-8
+    shifted = lambda s: {"theta": {k: v + s * eps * d[k] for k, v in params.items()}}  # noqa: E731
+    fd = (learner.meta_loss(shifted(1), support, query)[0] - learner.meta_loss(shifted(-1), support, query)[0]) / (2 * eps)
+    torch.testing.assert_close(sum((grads["loop"][k] * d[k]).sum() for k in params), fd, rtol=1e-5, atol=1e-8)

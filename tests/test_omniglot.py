@@ -231,3 +231,40 @@ def test_evaluator_writes_accuracy_json_and_episode_plot(dist, tmp_path):
     paths = evaluator.write(summary, tmp_path, "r")
     assert json.loads((tmp_path / "r.json").read_text())["accuracy"]["mean"] == acc
     assert paths["episodes"] == tmp_path / "r_episodes.png" and paths["episodes"].stat().st_size > 10_000
+
+
+@needs_data
+def test_async_vector_env_works_with_gymnasiums_defaults():
+    """Forked workers used to hang in their first torch op once the parent had run OpenMP work."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, torch, gymnasium as gym, envs\n"
+            "torch.set_num_threads(2); x = torch.randn(1500, 1500); (x @ x).sum()  # OpenMP work in the parent\n"
+            "venv = gym.make_vec('metarl/Omniglot-v0', num_envs=3, vectorization_mode='async')\n"
+            "obs, info = venv.reset(seed=0)\n"
+            "_, r, term, _, _ = venv.step(np.zeros((3, 5), dtype=np.float32))\n"
+            "assert obs.shape == (3, 1, 28, 28) and term.all() and np.allclose(r, -np.log(5), atol=1e-5)\n"
+            "venv.close(); print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
+
+
+@needs_data
+def test_batch_norm_protocol_is_chosen_in_the_config_and_recorded_with_the_numbers(tmp_path):
+    from metarl.config import Config, from_dict
+    from metarl.trainer import Trainer
+
+    results = {}
+    for protocol in ("transductive", "support"):
+        cfg = from_dict(Config, {
+            "task": {"name": "Omniglot", "k_support": 1, "k_query": 1}, "model": {"arch": "conv", "channels": 4,
+                                                                                  "batch_norm": protocol},
+            "train": {"iterations": 2, "meta_batch_size": 2, "eval_every": 0}, "eval": {"num_tasks": 6, "k_query": 3,
+                                                                                       "steps": 1, "plot_tasks": 1},
+            "log": {"wandb": "disabled", "progress": False, "console": False}, "device": "cpu",
+            "run_dir": str(tmp_path / protocol)}).validate()
+        summary = Trainer(cfg).run()["eval"]
+        assert summary["protocol"]["batch_norm"] == protocol
+        results[protocol] = summary["loss"]["per_task"][1]
+    assert results["transductive"] != results["support"]  # the protocol changes the numbers

@@ -22,9 +22,13 @@ from typing import Any, Protocol
 
 import torch
 from torch.func import vmap
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from envs.base import TaskBatch
 from metarl.params import MetaParams, Metrics, Params, detach, take
+
+#: how a learner computes the tasks of a batch (train.task_batching)
+BATCHING = ("vmap", "loop", "chunks")
 
 
 class Objective(Protocol):
@@ -85,6 +89,23 @@ class Learner(ABC):
     step_loss_weights: tuple[float, ...]
     #: False for learners whose outer update needs no query data (Reptile): RL skips that collection
     needs_query: bool = True
+    #: "vmap": every task in one batched call (per-task weights become batched matmuls / grouped convolutions);
+    #: "loop": one task at a time (plain convolutions: faster for conv nets on CPU); "chunks": vmap over groups
+    #: of chunk_size tasks (bounded memory). All give the same numbers (tests/test_batching.py).
+    batching: str = "vmap"
+    chunk_size: int = 8
+
+    def over_tasks(self, fn, *args):
+        """fn applied to each task's slice of args (every tensor with a leading task dim), outputs stacked
+        along a new leading dim: torch.func.vmap, a loop, or a loop over vmapped chunks (self.batching)."""
+        if self.batching == "vmap":
+            return vmap(fn)(*args)
+        n = tree_flatten(args)[0][0].shape[0]
+        if self.batching == "loop":
+            outs = [fn(*take(args, i)) for i in range(n)]
+            return tree_map(lambda *xs: torch.stack(xs), *outs)
+        outs = [vmap(fn)(*take(args, slice(i, i + self.chunk_size))) for i in range(0, n, self.chunk_size)]
+        return tree_map(lambda *xs: torch.cat(xs), *outs)
 
     @abstractmethod
     def init_meta_params(self) -> MetaParams:
@@ -116,12 +137,12 @@ class Learner(ABC):
     def adapt(self, meta: MetaParams, states: Any, data: Any, s: int) -> Any:
         """Inner step s for a batch of tasks (states and data with a leading task dim), without a graph."""
         with torch.no_grad():
-            return detach(vmap(lambda st, d: self.step(meta, st, d, s))(states, data))
+            return detach(self.over_tasks(lambda st, d: self.step(meta, st, d, s), states, data))
 
     def adapt_path(self, meta: MetaParams, support: Any, steps: int) -> list[Params]:
         """Batched parameters after 0..steps steps (no graph): for evaluation, plots and tests."""
         with torch.no_grad():
-            return detach(vmap(lambda s: self.path(meta, s, steps))(as_steps(support)))
+            return detach(self.over_tasks(lambda s: self.path(meta, s, steps), as_steps(support)))
 
     def task_loss(self, meta: MetaParams, support: list, query: list) -> tuple[torch.Tensor, Metrics]:
         """ONE task's weighted outer loss over the inner steps, and its weighted metrics."""
@@ -136,15 +157,41 @@ class Learner(ABC):
 
     def meta_loss(self, meta: MetaParams, support: Any, query: Any) -> tuple[torch.Tensor, Metrics]:
         """The outer loss averaged over the tasks, and averaged metrics."""
-        losses, metrics = vmap(lambda s, q: self.task_loss(meta, s, q))(as_steps(support), as_steps(query))
+        losses, metrics = self.over_tasks(lambda s, q: self.task_loss(meta, s, q), as_steps(support), as_steps(query))
         return losses.mean(), {k: v.mean() for k, v in metrics.items()}
 
     def meta_gradient(self, meta: MetaParams, support: Any, query: Any) -> tuple[MetaParams, torch.Tensor, Metrics]:
         """The gradient of meta_loss in every meta-parameter (Reptile overrides it with its update)."""
+        if self.batching != "vmap":
+            return self._grouped_meta_gradient(meta, as_steps(support), as_steps(query))
 
         def loss_fn(m):
             loss, metrics = self.meta_loss(m, support, query)
             return loss, (loss.detach(), detach(metrics))
 
-        grads, (loss, metrics) = torch.func.grad(loss_fn, has_aux=True)(meta)
+        # detached: with meta tensors that require grad, the gradients would keep this graph alive
+        grads, (loss, metrics) = torch.func.grad(loss_fn, has_aux=True)(detach(meta))
         return grads, loss, metrics
+
+    def _grouped_meta_gradient(self, meta: MetaParams, support: list, query: list):
+        """meta_gradient one task (loop) or one vmapped chunk (chunks) at a time, with plain autograd: each
+        group's graph is freed after its backward, so memory is that of one group."""
+        leaves, spec = tree_flatten(tree_map(lambda t: t.detach().requires_grad_(), meta))
+        m = tree_unflatten(leaves, spec)
+        n = tree_flatten(support)[0][0].shape[0]
+        size = 1 if self.batching == "loop" else self.chunk_size
+        grads = [torch.zeros_like(t) for t in leaves]
+        total, sums = 0.0, {}
+        for lo in range(0, n, size):
+            if size == 1:
+                loss, metrics = self.task_loss(m, take(support, lo), take(query, lo))
+            else:
+                group = slice(lo, lo + size)
+                losses, metrics = vmap(lambda s, q: self.task_loss(m, s, q))(take(support, group), take(query, group))
+                loss, metrics = losses.sum(), {k: v.sum() for k, v in metrics.items()}
+            for g, d in zip(grads, torch.autograd.grad(loss / n, leaves, allow_unused=True)):
+                if d is not None:
+                    g += d
+            total = total + loss.detach() / n
+            sums = {k: sums.get(k, 0.0) + v.detach() / n for k, v in metrics.items()}
+        return tree_unflatten(grads, spec), total, sums

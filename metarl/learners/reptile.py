@@ -34,9 +34,9 @@ class Reptile(MAML):
         last = self.inner_steps - 1
         with torch.no_grad():  # a loss to report: the query loss of the adapted weights (RL: no query, the inner loss)
             if query:
-                per_task = torch.func.vmap(self.objective.metrics)(adapted, at(as_steps(query), last))
+                per_task = self.over_tasks(self.objective.metrics, adapted, at(as_steps(query), last))
                 loss = per_task.pop("loss")
             else:
-                per_task, loss = {}, torch.func.vmap(self.objective.inner_loss)(adapted, at(support, last))
+                per_task, loss = {}, self.over_tasks(self.objective.inner_loss, adapted, at(support, last))
         return {"theta": grads}, loss.mean(), {k: v.mean() for k, v in per_task.items()}
 

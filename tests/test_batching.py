@@ -1,0 +1,97 @@
+"""Task batching strategies (vmap, a per-task loop, vmapped chunks) and the conv net's two layouts give the same
+adaptation and the same meta-gradient (float64); auto picks the loop for conv nets on CPU."""
+import pytest
+import torch
+from torch import nn
+
+from metarl.convnet import ConvNet
+from metarl.learners import MAML, LSTMMetaLearner, Reptile
+from metarl.models import MLP, parameters_of
+from metarl.objectives import SupervisedObjective
+
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def flat(tree):
+    return torch.cat([t.reshape(-1) for g in tree.values() for t in g.values()])
+
+
+def mlp_case(learner_cls=MAML, **kw):
+    g = torch.Generator().manual_seed(0)
+    model = MLP(1, [8, 8], 1, generator=g)
+    model[1], model[3] = nn.Tanh(), nn.Tanh()
+    data = lambda: (torch.randn(5, 6, 1, generator=g), torch.randn(5, 6, 1, generator=g))  # noqa: E731
+    return learner_cls(SupervisedObjective(model), parameters_of(model), **kw), data(), data()
+
+
+def conv_case(layout):
+    g = torch.Generator().manual_seed(0)
+    model = ConvNet(1, 3, channels=4, image_size=16, generator=torch.Generator().manual_seed(1), layout=layout)
+    support = (torch.rand(4, 3, 1, 16, 16, generator=g), torch.arange(3).repeat(4, 1))
+    query = (torch.rand(4, 6, 1, 16, 16, generator=g), torch.arange(3).repeat(4, 2))
+    learner = MAML(SupervisedObjective(model, "cross_entropy"), parameters_of(model), inner_lr=0.3, inner_steps=2)
+    return learner, support, query
+
+
+def with_batching(learner, batching, chunk_size=2):
+    learner.batching, learner.chunk_size = batching, chunk_size
+    return learner
+
+
+@pytest.mark.parametrize("make", [
+    lambda: mlp_case(inner_lr=0.1, inner_steps=2, learn_inner_lr=True, step_loss_weights=(1.0, 2.0)),
+    lambda: mlp_case(inner_lr=0.1, inner_steps=2, first_order=True),
+    lambda: mlp_case(LSTMMetaLearner, inner_steps=2, first_order=False),
+    lambda: mlp_case(Reptile, inner_lr=0.1, inner_steps=3),
+], ids=["meta-sgd", "fomaml", "lstm", "reptile"])
+def test_every_batching_gives_the_same_meta_gradient_and_adaptation(make):
+    results = {}
+    for batching in ("vmap", "loop", "chunks"):
+        learner, support, query = make()
+        with_batching(learner, batching)
+        meta = learner.init_meta_params()
+        grads, loss, metrics = learner.meta_gradient(meta, support, query)
+        path = learner.adapt_path(meta, support, 3)
+        results[batching] = (flat(grads), loss, torch.cat([torch.cat([v.reshape(-1) for v in p.values()]) for p in path]))
+    for batching in ("loop", "chunks"):
+        for a, b in zip(results["vmap"], results[batching]):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+    assert results["vmap"][0].abs().max() > 0
+
+
+def test_conv_layouts_and_batchings_agree_and_match_finite_differences():
+    ref_learner, support, query = conv_case("channels_last")
+    meta = ref_learner.init_meta_params()
+    ref = flat(ref_learner.meta_gradient(meta, support, query)[0])
+    for layout, batching in (("nchw", "loop"), ("channels_last", "loop"), ("channels_last", "chunks")):
+        learner = with_batching(conv_case(layout)[0], batching, chunk_size=3)
+        torch.testing.assert_close(flat(learner.meta_gradient(meta, support, query)[0]), ref, rtol=1e-8, atol=1e-10)
+    # and the loop with plain convolutions is the derivative of the loss (one random direction)
+    learner = with_batching(conv_case("nchw")[0], "loop")
+    gen = torch.Generator().manual_seed(2)
+    d = {g: {k: torch.randn(v.shape, generator=gen) for k, v in grp.items()} for g, grp in meta.items()}
+    eps = 1e-8  # ReLU / max-pool kinks lie within 1e-7 of this point here: a larger step straddles them
+    shifted = lambda s: {g: {k: v + s * eps * d[g][k] for k, v in grp.items()} for g, grp in meta.items()}  # noqa: E731
+    fd = (learner.meta_loss(shifted(1), support, query)[0] - learner.meta_loss(shifted(-1), support, query)[0]) / (2 * eps)
+    torch.testing.assert_close((ref * flat(d)).sum(), fd, rtol=1e-5, atol=1e-8)
+
+
+def test_auto_batching_is_a_loop_for_conv_nets_on_cpu_and_vmap_otherwise():
+    from metarl.build import task_batching
+    from metarl.config import Config, from_dict
+    from metarl.errors import ConfigError
+
+    cpu = torch.device("cpu")
+    conv = from_dict(Config, {"task": {"name": "Omniglot"}, "model": {"arch": "conv"}})
+    assert task_batching(conv, cpu) == "loop" and task_batching(conv, torch.device("cuda")) == "vmap"
+    assert task_batching(Config(), cpu) == "vmap"
+    conv.train.task_batching = "chunks"
+    assert task_batching(conv, cpu) == "chunks"
+    with pytest.raises(ConfigError, match="train.chunk_size is not used with train.task_batching auto"):
+        from_dict(Config, {"train": {"chunk_size": 4}}).validate()
