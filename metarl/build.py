@@ -81,7 +81,12 @@ def build(cfg: Config, rank: int = 0, world: int = 1, device: torch.device | Non
             model, objective = _network(cfg, dist, init_gen)
         learner = _learner(cfg, objective, parameters_of(model, dtype=dtype, device=device))
         learner.batching, learner.chunk_size = task_batching(cfg, device), cfg.train.chunk_size
-        if cfg.model.arch == "conv" and learner.batching == "loop":
+        if cfg.train.recompute_inner_steps:
+            if cfg.learner.algo != "maml" or learner.batching not in ("loop", "threads"):
+                raise ValueError("train.recompute_inner_steps needs learner.algo maml and train.task_batching "
+                                 f"loop or threads (here: {cfg.learner.algo}, {learner.batching})")
+            learner.recompute_steps = True
+        if cfg.model.arch == "conv" and learner.batching in ("loop", "threads"):
             model.layout = "nchw"  # plain convolutions for one task at a time
         source = _source(cfg, fam, dist, objective, model, device, dtype, rank, world)
     except ValueError as e:
@@ -90,12 +95,12 @@ def build(cfg: Config, rank: int = 0, world: int = 1, device: torch.device | Non
 
 
 def task_batching(cfg: Config, device: torch.device) -> str:
-    """train.task_batching, with auto resolved: one task at a time for conv nets on CPU (a grouped
-    convolution over per-task weights is slower there than plain ones: bench_meta_gradient.py --case
-    omniglot), one vmapped call otherwise."""
+    """train.task_batching, with auto resolved: for conv nets on CPU one task per core side by side (a
+    grouped convolution over per-task weights is slower there than plain ones, and small convolutions
+    parallelise poorly inside one op: bench_meta_gradient.py --case omniglot), one vmapped call otherwise."""
     if cfg.train.task_batching != "auto":
         return cfg.train.task_batching
-    return "loop" if device.type == "cpu" and cfg.model.arch == "conv" else "vmap"
+    return "threads" if device.type == "cpu" and cfg.model.arch == "conv" else "vmap"
 
 
 def _network(cfg: Config, dist, generator: torch.Generator):

@@ -173,12 +173,18 @@ class TrainConfig:
     """Log training metrics every this many iterations."""
     compile: bool = False
     """Supervised: torch.compile the meta-gradient (several times faster per iteration after a ~20 s compile)."""
-    task_batching: Literal["auto", "vmap", "loop", "chunks"] = "auto"
+    task_batching: Literal["auto", "vmap", "loop", "chunks", "threads"] = "auto"
     """How the tasks of a batch are computed, in training and evaluation: vmap (one batched call), loop (one
-    task at a time), chunks (vmap over groups of chunk_size); auto = loop for conv nets on CPU (plain
-    convolutions beat vmap's grouped ones there), vmap otherwise. The same numbers either way."""
+    task at a time), chunks (vmap over groups of chunk_size), threads (the loop, one task per core side by
+    side); auto = threads for conv nets on CPU (plain convolutions beat vmap's grouped ones there, and whole
+    tasks per core beat one task's ops split over cores), vmap otherwise. The same numbers either way."""
     chunk_size: int = 8
     """Tasks per vmapped group with task_batching chunks."""
+    recompute_inner_steps: bool = False
+    """Gradient checkpointing of second-order MAML: each inner step's and outer loss's activations are
+    recomputed in the backward instead of kept, so memory stops growing with inner steps (20-way 5-step
+    MAML: 0.4x the plain path's peak, as little as first order, for ~1.2x the time: bench_omniglot.py
+    --memory). Needs task_batching loop or threads (auto on CPU)."""
     dtype: Literal["float32", "float64"] = "float32"
     """Floating-point type of parameters and data."""
     threads: int = 0

@@ -1,6 +1,9 @@
 """The supervised objective: the loss of one task's data under given parameters, through functional_call."""
 from __future__ import annotations
 
+import copy
+import threading
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,13 +27,24 @@ class SupervisedObjective:
         self.model = model
         self.loss = loss
         self.buffers = {k: v for k, v in model.named_buffers()}
+        self._local = threading.local()
+
+    def _module(self) -> nn.Module:
+        """self.model, or this thread's copy of it: functional_call swaps a module's parameters while it runs,
+        so tasks on several threads (task_batching threads) must not share one module."""
+        if threading.current_thread() is threading.main_thread():
+            return self.model
+        copied = getattr(self._local, "model", None)
+        if copied is None or copied[0] is not self.model:
+            copied = self._local.model = (self.model, copy.deepcopy(self.model))
+        return copied[1]
 
     def predict(self, params: Params, x: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        model, params = self._module(), {**params, **self.buffers}
         if reference is None:
-            return functional_call(self.model, {**params, **self.buffers}, (x,))
+            return functional_call(model, params, (x,))
         r = reference.shape[0]
-        out = functional_call(self.model, {**params, **self.buffers}, (torch.cat([reference, x]),), {"reference_rows": r})
-        return out[r:]
+        return functional_call(model, params, (torch.cat([reference, x]),), {"reference_rows": r})[r:]
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(out, y) if self.loss == "mse" else F.cross_entropy(out, y)

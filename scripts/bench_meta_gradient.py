@@ -7,9 +7,12 @@ sampling the task batch + meta-gradient + Adam step. Compared in the same run:
   * metarl eager: the same without torch.compile;
   * loop: a Python loop over tasks with torch.autograd.grad(create_graph=True) (how learn2learn works);
   * higher: the `higher` library's functional inner loop, when it is installed.
+Omniglot case (--case omniglot, scripts/bench_omniglot.py): 5-way 1-shot conv MAML, each task batching against
+a plain per-task loop, then peak memory per strategy and of 20-way 5-step MAML plain / recomputed
+(train.recompute_inner_steps) / first order, each measured in a fresh subprocess.
 The last line of output is one JSON object with the figures (speedup_vs_loop, ...).
 
-    python scripts/bench_meta_gradient.py [--case sinusoid|omniglot] [--repeats 2000]
+    python scripts/bench_meta_gradient.py [--case sinusoid|omniglot] [--repeats 2000] [--no-memory]
 """
 from __future__ import annotations
 
@@ -142,16 +145,19 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=500, help="iterations per timing round (metarl path)")
     p.add_argument("--tasks", type=int, default=None, help="tasks per meta-batch (25 sinusoid, 32 omniglot)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (7 sinusoid, 3 omniglot)")
+    p.add_argument("--no-memory", action="store_true", help="omniglot: skip the peak-memory figures")
     p.add_argument("--no-compile", action="store_true", help="the metarl contender without torch.compile (smoke test)")
     args = p.parse_args()
     if args.case == "sinusoid":
-        result = run_sinusoid(args.repeats, args.tasks or 25, not args.no_compile, args.rounds)
+        result = run_sinusoid(args.repeats, args.tasks or 25, not args.no_compile, args.rounds or 7)
     else:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from bench_omniglot import run_omniglot_case
+        from bench_omniglot import run_memory_case, run_omniglot_case
 
-        result = run_omniglot_case(device=args.device, tasks=args.tasks or 32, rounds=args.rounds)
+        result = run_omniglot_case(device=args.device, tasks=args.tasks or 32, repeats=3, rounds=args.rounds or 3)
+        if not args.no_memory:
+            result.update(run_memory_case(args.device))
     for k, v in result.items():
         print(f"{k:>24s}: {v:.4g}" if isinstance(v, float) else f"{k:>24s}: {v}")
     print(json.dumps(result))

@@ -32,7 +32,8 @@ def main() -> None:
     p.add_argument("--max-kl", type=float, default=0.01)
     p.add_argument("--hvp", default="autograd", help="TRPO KL Hessian-vector product: autograd or gauss_newton")
     p.add_argument("--hvp-task-fraction", type=float, default=1.0, help="fraction of tasks in the HVPs")
-    p.add_argument("--backend", default="cpu")
+    p.add_argument("--backend", default="cpu", help="physics backend: cpu, or warp (with --device cuda)")
+    p.add_argument("--device", default="cpu", help="torch device of the policy and the TRPO step")
     p.add_argument("--torch-threads", type=int, default=2, help="torch threads (the optimisation uses them)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jsonl", default="", help="append one JSON line per iteration to this file")
@@ -49,7 +50,7 @@ def main() -> None:
         "outer": {"optimizer": "trpo", "max_kl": args.max_kl, "hvp": args.hvp, "hvp_task_fraction": args.hvp_task_fraction},
         "rl": {"episodes_per_task": args.episodes, "backend": args.backend},
         "train": {"meta_batch_size": args.tasks, "iterations": args.iterations},
-        "seed": args.seed, "device": "cpu", "run_dir": "/tmp/metarl-bench-unused", "log": {"wandb": "disabled"},
+        "seed": args.seed, "device": args.device, "run_dir": "/tmp/metarl-bench-unused", "log": {"wandb": "disabled"},
     }).validate()
     trainer = Trainer(cfg)  # the training loop's own pieces: rollout source, learner, TRPO step
     sampler = trainer.source.sampler(args.tasks, args.episodes)

@@ -1,5 +1,7 @@
-"""Task batching strategies (vmap, a per-task loop, vmapped chunks) and the conv net's two layouts give the same
-adaptation and the same meta-gradient (float64); auto picks the loop for conv nets on CPU."""
+"""Task batching strategies (vmap, a per-task loop, vmapped chunks, the loop on task threads) and the conv net's two
+layouts give the same adaptation and the same meta-gradient (float64); auto picks task threads for conv nets on CPU."""
+import threading
+
 import pytest
 import torch
 from torch import nn
@@ -52,14 +54,14 @@ def with_batching(learner, batching, chunk_size=2):
 ], ids=["meta-sgd", "fomaml", "lstm", "reptile"])
 def test_every_batching_gives_the_same_meta_gradient_and_adaptation(make):
     results = {}
-    for batching in ("vmap", "loop", "chunks"):
+    for batching in ("vmap", "loop", "chunks", "threads"):
         learner, support, query = make()
         with_batching(learner, batching)
         meta = learner.init_meta_params()
         grads, loss, metrics = learner.meta_gradient(meta, support, query)
         path = learner.adapt_path(meta, support, 3)
         results[batching] = (flat(grads), loss, torch.cat([torch.cat([v.reshape(-1) for v in p.values()]) for p in path]))
-    for batching in ("loop", "chunks"):
+    for batching in ("loop", "chunks", "threads"):
         for a, b in zip(results["vmap"], results[batching]):
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
     assert results["vmap"][0].abs().max() > 0
@@ -69,7 +71,7 @@ def test_conv_layouts_and_batchings_agree_and_match_finite_differences():
     ref_learner, support, query = conv_case("channels_last")
     meta = ref_learner.init_meta_params()
     ref = flat(ref_learner.meta_gradient(meta, support, query)[0])
-    for layout, batching in (("nchw", "loop"), ("channels_last", "loop"), ("channels_last", "chunks")):
+    for layout, batching in (("nchw", "loop"), ("nchw", "threads"), ("channels_last", "loop"), ("channels_last", "chunks")):
         learner = with_batching(conv_case(layout)[0], batching, chunk_size=3)
         torch.testing.assert_close(flat(learner.meta_gradient(meta, support, query)[0]), ref, rtol=1e-8, atol=1e-10)
     # and the loop with plain convolutions is the derivative of the loss (one random direction)
@@ -82,16 +84,81 @@ def test_conv_layouts_and_batchings_agree_and_match_finite_differences():
     torch.testing.assert_close((ref * flat(d)).sum(), fd, rtol=1e-5, atol=1e-8)
 
 
-def test_auto_batching_is_a_loop_for_conv_nets_on_cpu_and_vmap_otherwise():
+def test_task_threads_run_tasks_side_by_side_in_order_on_one_torch_thread_each():
+    from metarl.learners.base import map_tasks
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        barrier = threading.Barrier(2, timeout=10)  # only passes if two tasks run at the same time
+
+        def task(i):
+            barrier.wait()
+            return i, threading.get_ident(), torch.get_num_threads(), torch.is_grad_enabled()
+
+        with torch.no_grad():
+            out = map_tasks(task, 2)
+        assert [o[0] for o in out] == [0, 1] and out[0][1] != out[1][1]
+        assert all(o[2] == 1 and o[3] is False for o in out)  # one intra-op thread, the caller's grad mode
+        assert torch.get_num_threads() == 2
+        assert map_tasks(lambda i: map_tasks(lambda j: torch.get_num_threads(), 2), 2) == [[1, 1], [1, 1]]
+        with pytest.raises(ZeroDivisionError):
+            map_tasks(lambda i: 1 / 0, 3)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_auto_batching_is_task_threads_for_conv_nets_on_cpu_and_vmap_otherwise():
     from metarl.build import task_batching
     from metarl.config import Config, from_dict
     from metarl.errors import ConfigError
 
     cpu = torch.device("cpu")
     conv = from_dict(Config, {"task": {"name": "Omniglot"}, "model": {"arch": "conv"}})
-    assert task_batching(conv, cpu) == "loop" and task_batching(conv, torch.device("cuda")) == "vmap"
+    assert task_batching(conv, cpu) == "threads" and task_batching(conv, torch.device("cuda")) == "vmap"
     assert task_batching(Config(), cpu) == "vmap"
     conv.train.task_batching = "chunks"
     assert task_batching(conv, cpu) == "chunks"
     with pytest.raises(ConfigError, match="train.chunk_size is not used with train.task_batching auto"):
         from_dict(Config, {"train": {"chunk_size": 4}}).validate()
+
+
+@pytest.mark.parametrize("batching", ["loop", "threads"])
+def test_recomputed_inner_steps_give_the_same_second_order_meta_gradient(batching):
+    for make in (lambda: conv_case("nchw"),
+                 lambda: mlp_case(inner_lr=0.1, inner_steps=3, learn_inner_lr=True, step_loss_weights=(1.0, 0.0, 2.0))):
+        learner, support, query = make()
+        with_batching(learner, batching)
+        meta = learner.init_meta_params()
+        plain = flat(learner.meta_gradient(meta, support, query)[0])
+        learner.recompute_steps = True
+        recomputed = flat(learner.meta_gradient(meta, support, query)[0])
+        torch.testing.assert_close(recomputed, plain, rtol=1e-10, atol=1e-12)
+        learner.first_order = True  # and it is still second order: first order differs
+        assert (flat(learner.meta_gradient(meta, support, query)[0]) - plain).abs().max() > 1e-4
+
+
+def test_recomputed_inner_steps_need_one_task_at_a_time():
+    from metarl.build import build
+    from metarl.config import Config, from_dict
+    from metarl.errors import ConfigError
+
+    cfg = from_dict(Config, {"task": {"name": "Sinusoid"}, "train": {"recompute_inner_steps": True}})
+    with pytest.raises(ConfigError, match="recompute_inner_steps needs .* loop or threads"):
+        build(cfg.validate())
+    cfg.train.task_batching = "loop"
+    assert build(cfg.validate()).learner.recompute_steps
+
+
+def test_recomputed_20way_5step_maml_holds_at_most_half_the_memory():
+    """Peak memory of one task's second-order meta-gradient, measured in fresh processes (bench_omniglot.py)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from bench_omniglot import peak_memory
+
+    plain = peak_memory(mode="second_order", ways=20, steps=5, tasks=1)["peak_mb"]
+    recomputed = peak_memory(mode="recompute", ways=20, steps=5, tasks=1)["peak_mb"]
+    assert recomputed <= 0.5 * plain, (recomputed, plain)

@@ -16,7 +16,12 @@ graph (`adapt`). An `Objective` says what one task's losses are: learners never 
 """
 from __future__ import annotations
 
+import os
+import threading
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from functools import partial
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,7 +33,94 @@ from envs.base import TaskBatch
 from metarl.params import MetaParams, Metrics, Params, detach, take
 
 #: how a learner computes the tasks of a batch (train.task_batching)
-BATCHING = ("vmap", "loop", "chunks")
+BATCHING = ("vmap", "loop", "chunks", "threads")
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+@contextmanager
+def task_threads():
+    """A pool of torch.get_num_threads() Python threads, with torch's intra-op parallelism set to one thread
+    while it is used (restored after): small convolutions parallelise poorly inside one op, so whole tasks
+    side by side use the cores better (bench_meta_gradient.py --case omniglot). Yields None where there is
+    one thread, or inside a task of an outer pool: the caller then loops."""
+    workers = torch.get_num_threads()
+    if workers <= 1:
+        yield None
+        return
+    with _pools_lock:
+        pool = _pools.get(workers) or _pools.setdefault(workers, ThreadPoolExecutor(workers, "metarl-task"))
+    torch.set_num_threads(1)
+    try:
+        yield pool
+    finally:
+        torch.set_num_threads(workers)
+
+
+def map_tasks(fn, n: int) -> list:
+    """[fn(0), ..., fn(n - 1)], on the task threads (in this thread's grad mode) or in a loop; results in
+    task order, so sums over them do not depend on scheduling."""
+    with task_threads() as pool:
+        if pool is None or n <= 1:
+            return [fn(i) for i in range(n)]
+        grad_mode = torch.is_grad_enabled()
+
+        def run(i):
+            with torch.set_grad_enabled(grad_mode):
+                return fn(i)
+
+        return list(pool.map(run, range(n)))
+
+
+class _Recompute(torch.autograd.Function):
+    """call's outputs without its graph; the backward runs call again with a graph and differentiates it."""
+
+    @staticmethod
+    def forward(ctx, call, *flat):
+        ctx.call = call
+        ctx.save_for_backward(*flat)
+        with torch.no_grad():
+            return tuple(call(*flat))
+
+    @staticmethod
+    def backward(ctx, *grad_out):
+        inputs = [t.detach().requires_grad_(t.requires_grad) for t in ctx.saved_tensors]
+        with torch.enable_grad():
+            out = ctx.call(*inputs)
+        pairs = [(o, g) for o, g in zip(out, grad_out) if o.requires_grad and g is not None]
+        wanted = [t for t in inputs if t.requires_grad]
+        grads = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs], allow_unused=True)
+                     if pairs and wanted else [None] * len(wanted))
+        return (None, *[next(grads) if t.requires_grad else None for t in inputs])
+
+
+def recomputed(fn, *args):
+    """fn(*args) (tensors in nested dicts / lists / tuples, other leaves constants; tensor outputs), keeping
+    none of its activations: the backward runs fn again with a graph. Gradient checkpointing of the
+    reentrant kind: torch.utils.checkpoint's other kind still keeps the graph that an inner
+    torch.autograd.grad(create_graph=True) builds. First derivatives only."""
+    leaves, spec = tree_flatten(args)
+    is_tensor = [isinstance(t, torch.Tensor) for t in leaves]
+    tensors = [t for t, k in zip(leaves, is_tensor) if k]
+    constants = [t for t, k in zip(leaves, is_tensor) if not k]
+    out_spec = []
+
+    def call(*flat):
+        it_t, it_c = iter(flat), iter(constants)
+        flat_out, structure = tree_flatten(fn(*tree_unflatten([next(it_t) if k else next(it_c) for k in is_tensor],
+                                                               spec)))
+        out_spec[:] = [structure]
+        return flat_out
+
+    return tree_unflatten(list(_Recompute.apply(call, *tensors)), out_spec[0])
+
+
+def _forget_pools() -> None:
+    _pools.clear()  # threads do not survive fork
+
+
+os.register_at_fork(after_in_child=_forget_pools)
 
 
 class Objective(Protocol):
@@ -91,9 +183,14 @@ class Learner(ABC):
     needs_query: bool = True
     #: "vmap": every task in one batched call (per-task weights become batched matmuls / grouped convolutions);
     #: "loop": one task at a time (plain convolutions: faster for conv nets on CPU); "chunks": vmap over groups
-    #: of chunk_size tasks (bounded memory). All give the same numbers (tests/test_batching.py).
+    #: of chunk_size tasks (bounded memory); "threads": the loop on a pool of threads, one core per task
+    #: (task_threads). All give the same numbers (tests/test_batching.py).
     batching: str = "vmap"
     chunk_size: int = 8
+    #: gradient checkpointing of the inner loop: the activations of each inner step and outer loss are dropped
+    #: after the forward and recomputed in the backward, so the graph holds the steps' parameters only
+    #: (plain autograd, one task at a time: batching loop or threads)
+    recompute_steps: bool = False
 
     def over_tasks(self, fn, *args):
         """fn applied to each task's slice of args (every tensor with a leading task dim), outputs stacked
@@ -101,8 +198,9 @@ class Learner(ABC):
         if self.batching == "vmap":
             return vmap(fn)(*args)
         n = tree_flatten(args)[0][0].shape[0]
-        if self.batching == "loop":
-            outs = [fn(*take(args, i)) for i in range(n)]
+        if self.batching in ("loop", "threads"):
+            one = lambda i: fn(*take(args, i))  # noqa: E731
+            outs = map_tasks(one, n) if self.batching == "threads" else [one(i) for i in range(n)]
             return tree_map(lambda *xs: torch.stack(xs), *outs)
         outs = [vmap(fn)(*take(args, slice(i, i + self.chunk_size))) for i in range(0, n, self.chunk_size)]
         return tree_map(lambda *xs: torch.cat(xs), *outs)
@@ -147,10 +245,13 @@ class Learner(ABC):
     def task_loss(self, meta: MetaParams, support: list, query: list) -> tuple[torch.Tensor, Metrics]:
         """ONE task's weighted outer loss over the inner steps, and its weighted metrics."""
         state, loss, metrics = self.start(meta), 0.0, {}
+        recompute = self.recompute_steps and torch.is_grad_enabled()
+        step = partial(recomputed, self.step) if recompute else self.step
+        outer_loss = partial(recomputed, self.objective.outer_loss) if recompute else self.objective.outer_loss
         for s, w in enumerate(self.step_loss_weights):
-            state = self.step(meta, state, at(support, s), s)
+            state = step(meta, state, at(support, s), s)
             if w > 0:
-                step_loss, m = self.objective.outer_loss(self.params(meta, state), at(query, s))
+                step_loss, m = outer_loss(self.params(meta, state), at(query, s))
                 loss = loss + w * step_loss
                 metrics = {k: metrics.get(k, 0.0) + w * v for k, v in m.items()}
         return loss, metrics
@@ -174,24 +275,34 @@ class Learner(ABC):
         return grads, loss, metrics
 
     def _grouped_meta_gradient(self, meta: MetaParams, support: list, query: list):
-        """meta_gradient one task (loop) or one vmapped chunk (chunks) at a time, with plain autograd: each
-        group's graph is freed after its backward, so memory is that of one group."""
+        """meta_gradient one task (loop, threads) or one vmapped chunk (chunks) at a time, with plain autograd:
+        each group's graph is freed after its backward, so memory is that of one group per thread."""
         leaves, spec = tree_flatten(tree_map(lambda t: t.detach().requires_grad_(), meta))
         m = tree_unflatten(leaves, spec)
         n = tree_flatten(support)[0][0].shape[0]
-        size = 1 if self.batching == "loop" else self.chunk_size
-        grads = [torch.zeros_like(t) for t in leaves]
-        total, sums = 0.0, {}
-        for lo in range(0, n, size):
+        size = self.chunk_size if self.batching == "chunks" else 1
+
+        def group(lo: int):
             if size == 1:
                 loss, metrics = self.task_loss(m, take(support, lo), take(query, lo))
             else:
-                group = slice(lo, lo + size)
-                losses, metrics = vmap(lambda s, q: self.task_loss(m, s, q))(take(support, group), take(query, group))
+                part = slice(lo, lo + size)
+                losses, metrics = vmap(lambda s, q: self.task_loss(m, s, q))(take(support, part), take(query, part))
                 loss, metrics = losses.sum(), {k: v.sum() for k, v in metrics.items()}
-            for g, d in zip(grads, torch.autograd.grad(loss / n, leaves, allow_unused=True)):
+            grads = torch.autograd.grad(loss / n, leaves, allow_unused=True)
+            return grads, loss.detach() / n, {k: v.detach() / n for k, v in metrics.items()}
+
+        starts = range(0, n, size)
+        if self.batching == "threads":
+            parts = map_tasks(lambda i: group(starts[i]), len(starts))
+        else:
+            parts = [group(lo) for lo in starts]
+        grads = [torch.zeros_like(t) for t in leaves]
+        total, sums = 0.0, {}
+        for part_grads, loss, metrics in parts:  # in task order: the same sums however the threads ran
+            for g, d in zip(grads, part_grads):
                 if d is not None:
                     g += d
-            total = total + loss.detach() / n
-            sums = {k: sums.get(k, 0.0) + v.detach() / n for k, v in metrics.items()}
+            total = total + loss
+            sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
         return tree_unflatten(grads, spec), total, sums

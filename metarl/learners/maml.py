@@ -75,8 +75,20 @@ class MAML(Learner):
         return meta["theta"]
 
     def step(self, meta: MetaParams, params: Params, data: Any, s: int) -> Params:
-        g = grad(self.objective.inner_loss)(params, data)
-        if self.first_order:
-            g = {k: v.detach() for k, v in g.items()}
+        g = self.inner_gradient(params, data)
         lr = self.step_size(meta, s)
         return {k: params[k] - lr[k] * g[k] for k in params}
+
+    def inner_gradient(self, params: Params, data: Any) -> Params:
+        """grad L_inner(params, data), in the graph unless first_order (or no graph is being recorded)."""
+        if torch._C._functorch.peek_interpreter_stack() is not None:  # under vmap / grad: the functional form
+            g = grad(self.objective.inner_loss)(params, data)
+            return {k: v.detach() for k, v in g.items()} if self.first_order else g
+        # one task, plain autograd: what recompute_steps' checkpointing needs (torch.func.grad refuses saved
+        # tensor hooks), and less overhead per step
+        create_graph = not self.first_order and torch.is_grad_enabled()
+        live = {k: v if v.requires_grad and create_graph else v.detach().requires_grad_() for k, v in params.items()}
+        with torch.enable_grad():
+            loss = self.objective.inner_loss(live, data)
+            g = torch.autograd.grad(loss, list(live.values()), create_graph=create_graph, allow_unused=True)
+        return {k: torch.zeros_like(v) if d is None else d for (k, v), d in zip(live.items(), g)}
