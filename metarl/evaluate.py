@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ class Evaluator:
         self.trace: dict[str, Any] | None = None
 
     def run(self, learner: Learner, meta: MetaParams) -> dict[str, Any]:
-        meta = detach(meta)
+        meta, t0 = detach(meta), time.perf_counter()
         per_step: list[dict[str, list[torch.Tensor]]] = [{} for _ in range(self.steps + 1)]
         done, chunk = 0, 0
         bar = tqdm(total=self.num_tasks, desc="held-out evaluation", unit="task", disable=not self.progress,
@@ -57,7 +58,8 @@ class Evaluator:
         names = list(per_step[0])
         summary: dict[str, Any] = {"family": self.source.dist.name, "metric": self.source.headline, "metrics": names,
                                    "steps": list(range(self.steps + 1)), "num_tasks": self.num_tasks, "split": "test",
-                                   "seed": self.seed, "protocol": self.source.protocol()}
+                                   "seed": self.seed, "protocol": self.source.protocol(),
+                                   "wall_s": round(time.perf_counter() - t0, 1)}
         diverged: dict[str, list[int]] = {}
         for name in names:
             values = [torch.cat(per_step[s][name]) for s in range(self.steps + 1)]

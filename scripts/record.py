@@ -36,6 +36,9 @@ def main() -> None:
         raise SystemExit("error: give the command after --")
     out = ROOT / "results" / a.name
     out.mkdir(parents=True, exist_ok=True)
+    git = lambda *args: subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    # the code that runs is the one at the start; "+dirty": tracked files differed from that commit
+    commit = git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
     start = time.perf_counter()
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -45,8 +48,7 @@ def main() -> None:
     record = {
         "command": shlex.join(command), "returncode": proc.returncode, "wall_s": round(wall, 1),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "note": a.note,
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                 text=True).stdout.strip(),
+        "commit": commit,
         "machine": {"cpus": len(os.sched_getaffinity(0)), "cpu": platform.processor() or platform.machine(),
                     "python": platform.python_version(), "torch": torch.__version__},
     }

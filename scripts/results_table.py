@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The README's measured-results tables, generated from results/*/record.json (scripts/record.py).
+"""The README's measured-results tables, generated from results/**/record.json (scripts/record.py).
 
     python scripts/results_table.py            # rewrite the block between the markers in README.md
     python scripts/results_table.py --print    # print it instead
@@ -22,9 +22,9 @@ def _steps(summary: dict) -> str:
 
 def tables() -> str:
     runs, benches = [], []
-    for path in sorted((ROOT / "results").glob("*/record.json")):
+    for path in sorted((ROOT / "results").glob("**/record.json")):
         record = json.loads(path.read_text())
-        where = f"`results/{path.parent.name}/`"
+        where = f"`{path.parent.relative_to(ROOT).as_posix()}/`"
         eval_json = path.parent / "eval.json"
         machine = f"{record['machine']['cpus']} CPU cores, torch {record['machine']['torch']}"
         note = f"; {record['note']}" if record.get("note") else ""
