@@ -101,9 +101,11 @@ class SupervisedSource(Source):
         n = min(plot_tasks, support[0].shape[0])
 
         def predict(step: int, x: torch.Tensor) -> torch.Tensor:
-            reference = (take(support[0], slice(n)),) if self.batch_norm == "support" else ()
+            """Predictions of the first x.shape[0] plotted tasks after `step` steps on inputs x (task dim first)."""
+            m = x.shape[0]
+            reference = (take(support[0], slice(m)),) if self.batch_norm == "support" else ()
             with torch.no_grad():
-                return learner.over_tasks(self.objective.predict, take(path[step], slice(n)), x.to(self.device),
+                return learner.over_tasks(self.objective.predict, take(path[step], slice(m)), x.to(self.device),
                                           *reference).cpu()
 
         trace = {"tasks": take(tasks, slice(n)), "support": take(support, slice(n)), "query": take(query, slice(n)),

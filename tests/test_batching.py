@@ -1,6 +1,7 @@
 """Task batching strategies (vmap, a per-task loop, vmapped chunks, the loop on task threads) and the conv net's two
 layouts give the same adaptation and the same meta-gradient (float64); auto picks task threads for conv nets on CPU."""
 import threading
+import time
 
 import pytest
 import torch
@@ -102,8 +103,18 @@ def test_task_threads_run_tasks_side_by_side_in_order_on_one_torch_thread_each()
         assert all(o[2] == 1 and o[3] is False for o in out)  # one intra-op thread, the caller's grad mode
         assert torch.get_num_threads() == 2
         assert map_tasks(lambda i: map_tasks(lambda j: torch.get_num_threads(), 2), 2) == [[1, 1], [1, 1]]
+        ran = []
+
+        def fails_first(i):
+            if i == 0:
+                raise ZeroDivisionError
+            time.sleep(0.01)
+            ran.append(i)
+
         with pytest.raises(ZeroDivisionError):
-            map_tasks(lambda i: 1 / 0, 3)
+            map_tasks(fails_first, 50)
+        time.sleep(0.1)
+        assert len(ran) < 10  # the tasks still queued after a failure are dropped
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)

@@ -18,6 +18,8 @@ CASES = {
     "bench_rollout.py": (["--env", "Navigation2D", "--tasks", "2", "--episodes", "2", "--horizon", "10", "--rounds", "1",
                           "--repeats", "1", "--no-compile"], "speedup_vs_sync_vector_env", True),
     "bench_omniglot.py": (["--tasks", "2", "--repeats", "1", "--rounds", "1"], "speedup_vs_loop", OMNIGLOT),
+    "bench_eval.py": (["--iterations", "1", "--tasks", "2", "--rounds", "1", "--eval.steps", "1"], "eval_vs_300_iterations",
+                      OMNIGLOT),
     "bench_mujoco_rollout.py": (["--tasks", "2", "--episodes", "2", "--horizon", "10", "--repeats", "1", "--sync-steps", "3"],
                                 "fraction_of_ceiling", MUJOCO),
     "bench_mujoco_maml_trpo.py": (["--iterations", "2", "--tasks", "2", "--episodes", "2", "--horizon", "10"],

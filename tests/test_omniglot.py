@@ -261,10 +261,11 @@ def test_batch_norm_protocol_is_chosen_in_the_config_and_recorded_with_the_numbe
             "task": {"name": "Omniglot", "k_support": 1, "k_query": 1}, "model": {"arch": "conv", "channels": 4,
                                                                                   "batch_norm": protocol},
             "train": {"iterations": 2, "meta_batch_size": 2, "eval_every": 0}, "eval": {"num_tasks": 6, "k_query": 3,
-                                                                                       "steps": 1, "plot_tasks": 1},
+                                                                                       "steps": 1, "plot_tasks": 3},
             "log": {"wandb": "disabled", "progress": False, "console": False}, "device": "cpu",
             "run_dir": str(tmp_path / protocol)}).validate()
-        summary = Trainer(cfg).run()["eval"]
+        summary = Trainer(cfg).run()["eval"]  # the run's pictures drawn from 3 tasks' predictions, too
         assert summary["protocol"]["batch_norm"] == protocol
+        assert (tmp_path / protocol / "eval_episodes.png").stat().st_size > 10_000
         results[protocol] = summary["loss"]["per_task"][1]
     assert results["transductive"] != results["support"]  # the protocol changes the numbers

@@ -70,7 +70,13 @@ def map_tasks(fn, n: int) -> list:
             with torch.set_grad_enabled(grad_mode):
                 return fn(i)
 
-        return list(pool.map(run, range(n)))
+        futures = [pool.submit(run, i) for i in range(n)]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:  # a task failed or Ctrl-C: the queued tasks are not run
+            for f in futures:
+                f.cancel()
+            raise
 
 
 class _Recompute(torch.autograd.Function):
