@@ -142,7 +142,9 @@ def _learner(cfg: Config, objective, init: dict) -> Learner:
     if lc.algo == "maml":
         return MAML(objective, init, inner_lr=lc.inner_lr, inner_steps=lc.inner_steps, first_order=lc.first_order,
                     learn_inner_lr=lc.learn_inner_lr, inner_lr_per_step=lc.inner_lr_per_step,
-                    learn_step_scale=lc.learn_step_scale, step_lr_scales=lc.step_lr_scales, step_loss_weights=weights)
+                    learn_step_scale=lc.learn_step_scale, step_lr_scales=lc.step_lr_scales, step_loss_weights=weights,
+                    hypergradient=lc.hypergradient, truncate_steps=lc.truncate_steps,
+                    implicit_lambda=lc.implicit_lambda, implicit_cg_steps=lc.implicit_cg_steps)
     if lc.algo == "reptile":
         return Reptile(objective, init, inner_lr=lc.inner_lr, inner_steps=lc.inner_steps, step_lr_scales=lc.step_lr_scales)
     return LSTMMetaLearner(objective, init, inner_steps=lc.inner_steps, hidden_size=lc.lstm_hidden,

@@ -88,6 +88,18 @@ class LearnerConfig:
     first_order: bool = False
     """Drop second-order terms of the meta-gradient (FOMAML; the LSTM learner's gradient inputs detached).
     Off by default: MAML is second order."""
+    hypergradient: Literal["unrolled", "truncated", "implicit"] = "unrolled"
+    """MAML: how the meta-gradient goes through the inner loop. unrolled: backprop through every step
+    (first_order drops the second-order terms); truncated: second order through the last truncate_steps
+    steps, first order before; implicit (iMAML, supervised): the inner steps descend the loss +
+    implicit_lambda/2 |phi - theta|^2 and the meta-gradient is (I + H/implicit_lambda)^-1 grad L_outer(phi),
+    H the inner loss's Hessian at phi, by implicit_cg_steps of conjugate gradient: memory of one step."""
+    truncate_steps: int = 1
+    """hypergradient truncated: the inner steps (the last ones) differentiated to second order."""
+    implicit_lambda: float = 1.0
+    """hypergradient implicit: strength of the proximal term that ties phi to theta."""
+    implicit_cg_steps: int = 5
+    """hypergradient implicit: conjugate-gradient iterations of the meta-gradient's linear solve."""
     learn_inner_lr: bool = False
     """Learn one inner step size per parameter entry (Meta-SGD; in log space, initialised at inner_lr)."""
     inner_lr_per_step: bool = False
@@ -306,6 +318,21 @@ class Config:
         if w and (len(w) != L.inner_steps or min(w) < 0 or sum(w) <= 0):
             raise ConfigError(f"learner.step_loss_weights needs learner.inner_steps = {L.inner_steps} non-negative "
                               f"weights with a positive sum, got {list(w)}")
+        if L.hypergradient != "unrolled" and L.algo != "maml":
+            raise ConfigError(f"learner.hypergradient {L.hypergradient} is a MAML option (learner.algo {L.algo})")
+        if L.hypergradient != "unrolled" and L.first_order:
+            raise ConfigError(f"learner.first_order is the first-order hypergradient: it does not combine with "
+                              f"learner.hypergradient {L.hypergradient}")
+        if L.hypergradient == "truncated" and not 1 <= L.truncate_steps < L.inner_steps:
+            raise ConfigError(f"learner.truncate_steps must be in 1..inner_steps-1 = {L.inner_steps - 1}, got "
+                              f"{L.truncate_steps} (truncating none is hypergradient unrolled)")
+        if L.hypergradient == "implicit" and (fam.is_rl or L.learn_inner_lr or L.learn_step_scale or w
+                                              or L.step_loss != "last"):
+            raise ConfigError("learner.hypergradient implicit needs a supervised family, a fixed inner step size "
+                              "and the outer loss after the last step (learn_inner_lr, learn_step_scale, "
+                              "step_loss_weights and step_loss mean are unrolled options)")
+        check_ranges(positive={"learner.implicit_lambda": L.implicit_lambda,
+                               "learner.implicit_cg_steps": L.implicit_cg_steps})
         if L.inner_lr_per_step and not L.learn_inner_lr:
             raise ConfigError("learner.inner_lr_per_step needs learner.learn_inner_lr (per-step sizes are learned)")
         if O.optimizer in ("ppo", "trpo") and not fam.is_rl:
@@ -361,6 +388,10 @@ def unused_keys(cfg: Config, rl: bool, has_backends: bool) -> dict[str, str]:
                                        "step_loss", "step_loss_weights")], "learner.algo reptile")
     if L.step_loss_weights:
         mark(["learner.step_loss"], "learner.step_loss_weights set")
+    if L.hypergradient != "truncated":
+        mark(["learner.truncate_steps"], f"learner.hypergradient {L.hypergradient}")
+    if L.hypergradient != "implicit":
+        mark(["learner.implicit_lambda", "learner.implicit_cg_steps"], f"learner.hypergradient {L.hypergradient}")
     if O.optimizer == "trpo":
         mark(["outer.lr", "outer.lr_decay", "outer.grad_clip", "outer.epochs"], "outer.optimizer trpo")
     else:

@@ -8,6 +8,16 @@ The inner gradient stays in the graph, so the meta-gradient is second order; `fi
 (FOMAML: d phi / d theta is taken as the identity). With an RL objective this is MAML-RL: support_s is the
 episodes the policy phi_s collected, L_outer a TRPO / PPO surrogate (metarl.rl).
 
+Hypergradients (how d L / d theta goes through the inner loop; tests/test_hypergradients.py checks each
+against closed forms and finite differences in float64):
+  unrolled    backprop through all k steps (second order; first_order: FOMAML)
+  truncated   the inner gradients of steps 1..k-j detached: second order through the last j steps only
+              (d phi_k / d theta = prod over the last j steps of (I - alpha H_s))
+  implicit    iMAML: phi_{s+1} = phi_s - alpha (grad L_inner(phi_s) + lambda (phi_s - theta)), then
+              d L / d theta = (I + H(phi_k) / lambda)^-1 grad L_outer(phi_k), the exact hypergradient at the
+              proximal inner optimum, solved by conjugate gradient with Hessian-vector products: no graph
+              through the steps, so memory does not grow with k (one task at a time).
+
 The step size alpha_s of parameter entry j is  lr_j * exp(log_step_scale[s]) * step_lr_scales[s]:
   lr_j             inner_lr, or learned per entry (Meta-SGD, meta-parameter group "log_inner_lr", in log space:
                    positive, and Adam's updates are relative; learned raw, multi-step loops cross their
@@ -23,16 +33,22 @@ from typing import Any
 
 import torch
 from torch.func import grad
+from torch.utils._pytree import tree_flatten
 
-from metarl.learners.base import Learner, Objective, normalised_weights
-from metarl.params import MetaParams, Params
+from metarl.learners.base import Learner, Objective, as_steps, at, map_tasks, normalised_weights
+from metarl.outer import conjugate_gradient
+from metarl.params import MetaParams, Params, detach, take
+
+#: how the meta-gradient goes through the inner loop (learner.hypergradient)
+HYPERGRADIENTS = ("unrolled", "truncated", "implicit")
 
 
 class MAML(Learner):
     def __init__(self, objective: Objective, init_params: Params, inner_lr: float = 0.01, inner_steps: int = 1,
                  first_order: bool = False, learn_inner_lr: bool = False, inner_lr_per_step: bool = False,
                  learn_step_scale: bool = False, step_lr_scales: tuple[float, ...] = (),
-                 step_loss_weights: tuple[float, ...] = ()):
+                 step_loss_weights: tuple[float, ...] = (), hypergradient: str = "unrolled", truncate_steps: int = 1,
+                 implicit_lambda: float = 1.0, implicit_cg_steps: int = 5):
         if inner_steps < 1:
             raise ValueError(f"inner_steps must be at least 1, got {inner_steps}")
         if not inner_lr > 0:
@@ -48,6 +64,12 @@ class MAML(Learner):
         self.learn_step_scale = bool(learn_step_scale)
         self.step_lr_scales = tuple(float(x) for x in step_lr_scales)
         self.step_loss_weights = normalised_weights(tuple(step_loss_weights), self.inner_steps)
+        if hypergradient not in HYPERGRADIENTS:
+            raise ValueError(f"hypergradient must be one of {', '.join(HYPERGRADIENTS)}, got {hypergradient!r}")
+        if hypergradient == "implicit" and (learn_inner_lr or learn_step_scale or self.step_loss_weights[-1] != 1.0):
+            raise ValueError("the implicit hypergradient needs a fixed step size and the outer loss of the last step")
+        self.hypergradient, self.truncate_steps = hypergradient, int(truncate_steps)
+        self.implicit_lambda, self.implicit_cg_steps = float(implicit_lambda), int(implicit_cg_steps)
 
     def init_meta_params(self) -> MetaParams:
         meta: MetaParams = {"theta": {k: v.clone() for k, v in self._init.items()}}
@@ -75,20 +97,71 @@ class MAML(Learner):
         return meta["theta"]
 
     def step(self, meta: MetaParams, params: Params, data: Any, s: int) -> Params:
-        g = self.inner_gradient(params, data)
+        # truncated: steps before the last truncate_steps ones are first order
+        first_order = self.first_order or (self.hypergradient == "truncated"
+                                           and s < self.inner_steps - self.truncate_steps)
+        g = self.inner_gradient(params, data, first_order)
         lr = self.step_size(meta, s)
+        if self.hypergradient == "implicit":  # the proximal term: descend L_inner + lambda/2 |phi - theta|^2
+            theta = meta["theta"]
+            return {k: params[k] - lr[k] * (g[k] + self.implicit_lambda * (params[k] - theta[k])) for k in params}
         return {k: params[k] - lr[k] * g[k] for k in params}
 
-    def inner_gradient(self, params: Params, data: Any) -> Params:
-        """grad L_inner(params, data), in the graph unless first_order (or no graph is being recorded)."""
+    def inner_gradient(self, params: Params, data: Any, first_order: bool | None = None) -> Params:
+        """grad L_inner(params, data), in the graph unless first order (or no graph is being recorded)."""
+        first_order = self.first_order if first_order is None else first_order
         if torch._C._functorch.peek_interpreter_stack() is not None:  # under vmap / grad: the functional form
             g = grad(self.objective.inner_loss)(params, data)
-            return {k: v.detach() for k, v in g.items()} if self.first_order else g
+            return {k: v.detach() for k, v in g.items()} if first_order else g
         # one task, plain autograd: what recompute_steps' checkpointing needs (torch.func.grad refuses saved
         # tensor hooks), and less overhead per step
-        create_graph = not self.first_order and torch.is_grad_enabled()
+        create_graph = not first_order and torch.is_grad_enabled()
         live = {k: v if v.requires_grad and create_graph else v.detach().requires_grad_() for k, v in params.items()}
         with torch.enable_grad():
             loss = self.objective.inner_loss(live, data)
             g = torch.autograd.grad(loss, list(live.values()), create_graph=create_graph, allow_unused=True)
         return {k: torch.zeros_like(v) if d is None else d for (k, v), d in zip(live.items(), g)}
+
+    def meta_gradient(self, meta: MetaParams, support: Any, query: Any):
+        if self.hypergradient != "implicit":
+            return super().meta_gradient(meta, support, query)
+        return self._implicit_meta_gradient(meta, as_steps(support), as_steps(query))
+
+    def _implicit_meta_gradient(self, meta: MetaParams, support: list, query: list):
+        """iMAML's hypergradient per task (a loop, or the task threads), averaged; see the module docstring."""
+        meta = detach(meta)
+        n, k, lam = tree_flatten(support)[0][0].shape[0], self.inner_steps, self.implicit_lambda
+        names = list(meta["theta"])
+
+        def task(i: int):
+            s_i, q_i = take(support, i), take(query, i)
+            with torch.no_grad():
+                phi = self.path(meta, s_i, k)[-1]
+            phi = {name: phi[name].detach().requires_grad_() for name in names}
+            with torch.enable_grad():
+                loss, metrics = self.objective.outer_loss(phi, at(q_i, k - 1))
+                g_out = flat_cat(torch.autograd.grad(loss, list(phi.values()), allow_unused=True), phi)
+                g_in = torch.autograd.grad(self.objective.inner_loss(phi, at(s_i, k - 1)), list(phi.values()),
+                                           create_graph=True, allow_unused=True)
+                g_in = [torch.zeros_like(p) if g is None else g for g, p in zip(g_in, phi.values())]
+
+                def product(v: torch.Tensor) -> torch.Tensor:  # (I + H / lambda) v
+                    dot = sum((g * u.view_as(g)).sum() for g, u in zip(g_in, v.split([p.numel() for p in phi.values()])))
+                    hv = torch.autograd.grad(dot, list(phi.values()), retain_graph=True, allow_unused=True)
+                    return v + flat_cat(hv, phi) / lam
+
+                x = conjugate_gradient(product, g_out, self.implicit_cg_steps, tol=0.0)
+            return x.detach(), loss.detach(), {m: v.detach() for m, v in metrics.items()}
+
+        parts = map_tasks(task, n) if self.batching == "threads" else [task(i) for i in range(n)]
+        total = torch.stack([p[0] for p in parts]).mean(0)
+        sizes = [meta["theta"][name].numel() for name in names]
+        grads = {"theta": {name: t.view_as(meta["theta"][name]) for name, t in zip(names, total.split(sizes))}}
+        loss = torch.stack([p[1] for p in parts]).mean()
+        metrics = {m: torch.stack([p[2][m] for p in parts]).mean() for m in parts[0][2]}
+        return grads, loss, metrics
+
+
+def flat_cat(grads, like: Params) -> torch.Tensor:
+    """Gradients (None = zero) as one flat vector in the order of `like`."""
+    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, like.values())])
