@@ -5,20 +5,13 @@ import time
 
 import pytest
 import torch
+from test_maml import float64_default  # noqa: F401 (an autouse fixture: float64 here too)
 from torch import nn
 
 from metarl.convnet import ConvNet
 from metarl.learners import MAML, LSTMMetaLearner, Reptile
 from metarl.models import MLP, parameters_of
 from metarl.objectives import SupervisedObjective
-
-
-@pytest.fixture(autouse=True)
-def float64_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
 
 
 def flat(tree):

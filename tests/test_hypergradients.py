@@ -3,31 +3,16 @@ float64, on quadratic tasks small enough to solve exactly:
 
     L_inner(phi) = 1/2 (phi - a)^T A (phi - a),    L_outer(phi) = 1/2 (phi - b)^T B (phi - b)
 
-One gradient step is phi -> phi - alpha A (phi - a), so d phi_k / d theta = (I - alpha A)^k, and the proximal
-inner optimum is phi*(theta) = (A + lambda I)^-1 (A a + lambda theta)."""
+(support and query data are two (matrix, centre) pairs). One gradient step is phi -> phi - alpha A (phi - a),
+so d phi_k / d theta = (I - alpha A)^k, and the proximal inner optimum is
+phi*(theta) = (A + lambda I)^-1 (A a + lambda theta)."""
 import pytest
 import torch
+from test_maml import Quadratic  # inner and outer loss 1/2 (w - c)^T A (w - c) of the task's own (A, c)
 
 from metarl.learners import MAML
 
 D = 4
-
-
-class Quadratic:
-    """One task: support data (A, a), query data (B, b); the parameters are {"w": phi}."""
-
-    def inner_loss(self, params, data):
-        A, a = data
-        r = params["w"] - a
-        return 0.5 * r @ A @ r
-
-    def outer_loss(self, params, data):
-        B, b = data
-        r = params["w"] - b
-        return 0.5 * r @ B @ r, {}
-
-    def metrics(self, params, data):
-        return {"loss": self.outer_loss(params, data)[0]}
 
 
 def spd(g, n_tasks):
