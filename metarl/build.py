@@ -144,7 +144,8 @@ def _learner(cfg: Config, objective, init: dict) -> Learner:
                     learn_inner_lr=lc.learn_inner_lr, inner_lr_per_step=lc.inner_lr_per_step,
                     learn_step_scale=lc.learn_step_scale, step_lr_scales=lc.step_lr_scales, step_loss_weights=weights,
                     hypergradient=lc.hypergradient, truncate_steps=lc.truncate_steps,
-                    implicit_lambda=lc.implicit_lambda, implicit_cg_steps=lc.implicit_cg_steps)
+                    implicit_lambda=lc.implicit_lambda, implicit_cg_steps=lc.implicit_cg_steps,
+                    augmentation=lc.augmentation, augment_magnitudes=lc.augment_magnitudes)
     if lc.algo == "reptile":
         return Reptile(objective, init, inner_lr=lc.inner_lr, inner_steps=lc.inner_steps, step_lr_scales=lc.step_lr_scales)
     return LSTMMetaLearner(objective, init, inner_steps=lc.inner_steps, hidden_size=lc.lstm_hidden,
@@ -155,7 +156,8 @@ def _source(cfg: Config, fam, dist, objective, model, device, dtype, rank: int, 
     t, e, B = cfg.task, cfg.eval, cfg.train.meta_batch_size
     if not fam.is_rl:
         return SupervisedSource(dist, objective, B, cfg.seed, device, t.k_support, t.k_query, e.k_support, e.k_query,
-                                rank, world, cfg.model.batch_norm if cfg.model.arch == "conv" else None)
+                                rank, world, cfg.model.batch_norm if cfg.model.arch == "conv" else None,
+                                augment=cfg.learner.augmentation != "none")
     from metarl.rl.source import RolloutSource
 
     r = cfg.rl

@@ -100,6 +100,13 @@ class LearnerConfig:
     """hypergradient implicit: strength of the proximal term that ties phi to theta."""
     implicit_cg_steps: int = 5
     """hypergradient implicit: conjugate-gradient iterations of the meta-gradient's linear solve."""
+    augmentation: Literal["none", "fixed", "learned"] = "none"
+    """MAML on image tasks: the inner loss sees the support images under a random affine transform
+    (rotation, scale, shear, translation; metarl.augment) with augment_magnitudes, fixed or meta-learned
+    through the inner step (meta-parameter group "augment")."""
+    augment_magnitudes: tuple[float, ...] = (0.2, 0.1, 0.1, 0.1)
+    """Rotation (radians), log-scale, shear and translation (fraction of the half-width): each image's transform
+    draws them uniformly in +-magnitude (the initial values when learned)."""
     learn_inner_lr: bool = False
     """Learn one inner step size per parameter entry (Meta-SGD; in log space, initialised at inner_lr)."""
     inner_lr_per_step: bool = False
@@ -331,6 +338,14 @@ class Config:
             raise ConfigError("learner.hypergradient implicit needs a supervised family, a fixed inner step size "
                               "and the outer loss after the last step (learn_inner_lr, learn_step_scale, "
                               "step_loss_weights and step_loss mean are unrolled options)")
+        if L.augmentation != "none":
+            if L.algo != "maml" or fam.is_rl or self.model.arch != "conv":
+                raise ConfigError("learner.augmentation needs learner.algo maml on an image task (model.arch conv)")
+            if len(L.augment_magnitudes) != 4:
+                raise ConfigError("learner.augment_magnitudes needs 4 values (rotation, log-scale, shear, "
+                                  f"translation), got {list(L.augment_magnitudes)}")
+            if L.augmentation == "learned" and L.hypergradient == "implicit":
+                raise ConfigError("learner.augmentation learned needs learner.hypergradient unrolled or truncated")
         check_ranges(positive={"learner.implicit_lambda": L.implicit_lambda,
                                "learner.implicit_cg_steps": L.implicit_cg_steps})
         if L.inner_lr_per_step and not L.learn_inner_lr:
@@ -388,6 +403,8 @@ def unused_keys(cfg: Config, rl: bool, has_backends: bool) -> dict[str, str]:
                                        "step_loss", "step_loss_weights")], "learner.algo reptile")
     if L.step_loss_weights:
         mark(["learner.step_loss"], "learner.step_loss_weights set")
+    if L.augmentation == "none":
+        mark(["learner.augment_magnitudes"], "learner.augmentation none")
     if L.hypergradient != "truncated":
         mark(["learner.truncate_steps"], f"learner.hypergradient {L.hypergradient}")
     if L.hypergradient != "implicit":

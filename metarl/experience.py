@@ -60,8 +60,10 @@ class Source:
 class SupervisedSource(Source):
     def __init__(self, distribution: SupervisedTaskDistribution, objective, meta_batch_size: int, seed: int,
                  device: torch.device, k_support: int, k_query: int, eval_k_support: int, eval_k_query: int,
-                 rank: int = 0, world: int = 1, batch_norm: str | None = None):
+                 rank: int = 0, world: int = 1, batch_norm: str | None = None, augment: bool = False):
         super().__init__(distribution, meta_batch_size, seed, device, rank, world)
+        #: support sets carry augmentation noise u ~ U(-1, 1) per image, (x, y, u) (metarl.augment)
+        self.augment = augment
         #: None: the model has no batch norm; "transductive" or "support": which statistics normalise a query
         self.batch_norm = batch_norm
         self.headline = "accuracy" if distribution.loss == "cross_entropy" else "loss"
@@ -89,13 +91,24 @@ class SupervisedSource(Source):
             self._block = (index, [Episode(*take((ep.tasks, ep.support, ep.query), slice(i * B + lo, i * B + lo + n)))
                                    for i in range(S)])
         ep = self._block[1][offset]
-        return Batch(ep.tasks, [ep.support], [self._query(ep.support, ep.query)]), {}
+        support = ep.support
+        if self.augment:  # a stream of its own: the tasks and images are those of a run without augmentation
+            gen = torch.Generator().manual_seed(derived_seed(self.seed, 1, iteration))
+            support = (*support, self.mine(self._noise(B, support[0].shape[1], gen, support[0].dtype)))
+        return Batch(ep.tasks, [support], [self._query(ep.support, ep.query)]), {}
+
+    def _noise(self, tasks: int, images: int, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+        from metarl.augment import NOISE_DIMS
+
+        return (torch.rand(tasks, images, NOISE_DIMS, generator=generator, dtype=dtype) * 2 - 1).to(self.device)
 
     def evaluate(self, learner: Learner, meta: MetaParams, tasks: TaskBatch, steps: int, generator: torch.Generator,
                  plot_tasks: int = 0) -> tuple[list[dict[str, torch.Tensor]], dict[str, Any]]:
         support, query = to_device(self.dist.sample_support_query(tasks, self.eval_k_support, self.eval_k_query,
                                                                   generator, "test"), self.device)
-        path = learner.adapt_path(meta, support, steps)
+        adapt_on = (*support, self._noise(*support[1].shape[:2], generator, support[0].dtype)) if self.augment \
+            else support
+        path = learner.adapt_path(meta, adapt_on, steps)
         with torch.no_grad():
             per_step = [detach(learner.over_tasks(self.objective.metrics, p, self._query(support, query))) for p in path]
         n = min(plot_tasks, support[0].shape[0])

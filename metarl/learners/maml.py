@@ -8,6 +8,10 @@ The inner gradient stays in the graph, so the meta-gradient is second order; `fi
 (FOMAML: d phi / d theta is taken as the identity). With an RL objective this is MAML-RL: support_s is the
 episodes the policy phi_s collected, L_outer a TRPO / PPO surrogate (metarl.rl).
 
+Learned augmentation (`augmentation`: none, fixed, learned): the inner loss sees the support images under a
+random affine transform (metarl.augment) whose magnitudes are fixed, or the meta-parameter group "augment",
+reached by the outer loss through the inner step (second order: d phi / d m = -alpha d grad L_inner / d m).
+
 Hypergradients (how d L / d theta goes through the inner loop; tests/test_hypergradients.py checks each
 against closed forms and finite differences in float64):
   unrolled    backprop through all k steps (second order; first_order: FOMAML)
@@ -35,6 +39,7 @@ import torch
 from torch.func import grad
 from torch.utils._pytree import tree_flatten
 
+from metarl.augment import MAGNITUDES, affine_augment
 from metarl.learners.base import Learner, Objective, as_steps, at, map_tasks, normalised_weights
 from metarl.outer import conjugate_gradient
 from metarl.params import MetaParams, Params, detach, take
@@ -48,7 +53,8 @@ class MAML(Learner):
                  first_order: bool = False, learn_inner_lr: bool = False, inner_lr_per_step: bool = False,
                  learn_step_scale: bool = False, step_lr_scales: tuple[float, ...] = (),
                  step_loss_weights: tuple[float, ...] = (), hypergradient: str = "unrolled", truncate_steps: int = 1,
-                 implicit_lambda: float = 1.0, implicit_cg_steps: int = 5):
+                 implicit_lambda: float = 1.0, implicit_cg_steps: int = 5, augmentation: str = "none",
+                 augment_magnitudes: tuple[float, ...] = (0.2, 0.1, 0.1, 0.1)):
         if inner_steps < 1:
             raise ValueError(f"inner_steps must be at least 1, got {inner_steps}")
         if not inner_lr > 0:
@@ -70,6 +76,15 @@ class MAML(Learner):
             raise ValueError("the implicit hypergradient needs a fixed step size and the outer loss of the last step")
         self.hypergradient, self.truncate_steps = hypergradient, int(truncate_steps)
         self.implicit_lambda, self.implicit_cg_steps = float(implicit_lambda), int(implicit_cg_steps)
+        if augmentation not in ("none", "fixed", "learned"):
+            raise ValueError(f"augmentation must be none, fixed or learned, got {augmentation!r}")
+        if augmentation != "none" and len(augment_magnitudes) != len(MAGNITUDES):
+            raise ValueError(f"augment_magnitudes needs {len(MAGNITUDES)} values ({', '.join(MAGNITUDES)}), got "
+                             f"{list(augment_magnitudes)}")
+        if augmentation == "learned" and hypergradient == "implicit":
+            raise ValueError("learned augmentation needs the unrolled or truncated hypergradient (the implicit one "
+                             "differentiates the initialisation only)")
+        self.augmentation, self.augment_magnitudes = augmentation, tuple(float(m) for m in augment_magnitudes)
 
     def init_meta_params(self) -> MetaParams:
         meta: MetaParams = {"theta": {k: v.clone() for k, v in self._init.items()}}
@@ -80,6 +95,9 @@ class MAML(Learner):
         if self.learn_step_scale:
             ref = next(iter(self._init.values()))
             meta["log_step_scale"] = {"steps": torch.zeros(self.inner_steps, dtype=ref.dtype, device=ref.device)}
+        if self.augmentation == "learned":
+            ref = next(iter(self._init.values()))
+            meta["augment"] = {"magnitudes": torch.tensor(self.augment_magnitudes, dtype=ref.dtype, device=ref.device)}
         return meta
 
     def step_size(self, meta: MetaParams, s: int) -> dict[str, Any]:
@@ -100,12 +118,21 @@ class MAML(Learner):
         # truncated: steps before the last truncate_steps ones are first order
         first_order = self.first_order or (self.hypergradient == "truncated"
                                            and s < self.inner_steps - self.truncate_steps)
-        g = self.inner_gradient(params, data, first_order)
+        g = self.inner_gradient(params, self.support_data(meta, data), first_order)
         lr = self.step_size(meta, s)
         if self.hypergradient == "implicit":  # the proximal term: descend L_inner + lambda/2 |phi - theta|^2
             theta = meta["theta"]
             return {k: params[k] - lr[k] * (g[k] + self.implicit_lambda * (params[k] - theta[k])) for k in params}
         return {k: params[k] - lr[k] * g[k] for k in params}
+
+    def support_data(self, meta: MetaParams, data: Any) -> Any:
+        """The data the inner loss sees: support images augmented when the source added noise (x, y, u)."""
+        if self.augmentation == "none" or not (isinstance(data, tuple) and len(data) == 3):
+            return data
+        x, y, u = data
+        magnitudes = meta["augment"]["magnitudes"] if self.augmentation == "learned" \
+            else torch.tensor(self.augment_magnitudes, dtype=x.dtype, device=x.device)
+        return affine_augment(x, magnitudes, u), y
 
     def inner_gradient(self, params: Params, data: Any, first_order: bool | None = None) -> Params:
         """grad L_inner(params, data), in the graph unless first order (or no graph is being recorded)."""
@@ -141,8 +168,8 @@ class MAML(Learner):
             with torch.enable_grad():
                 loss, metrics = self.objective.outer_loss(phi, at(q_i, k - 1))
                 g_out = flat_cat(torch.autograd.grad(loss, list(phi.values()), allow_unused=True), phi)
-                g_in = torch.autograd.grad(self.objective.inner_loss(phi, at(s_i, k - 1)), list(phi.values()),
-                                           create_graph=True, allow_unused=True)
+                inner = self.objective.inner_loss(phi, self.support_data(meta, at(s_i, k - 1)))
+                g_in = torch.autograd.grad(inner, list(phi.values()), create_graph=True, allow_unused=True)
                 g_in = [torch.zeros_like(p) if g is None else g for g, p in zip(g_in, phi.values())]
 
                 def product(v: torch.Tensor) -> torch.Tensor:  # (I + H / lambda) v

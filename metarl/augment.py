@@ -1,0 +1,37 @@
+"""A differentiable random affine augmentation of images, whose magnitudes can be meta-learned.
+
+    u ~ U(-1, 1)^5 per image (drawn by the experience source from its generator: data, not hidden state)
+    angle = m_rot u_0,  scale = exp(m_scale u_1),  shear = m_shear u_2,  shift = m_shift (u_3, u_4)
+    x' = bilinear resampling of x at [[s cos a, -s sin a + shear, shift_x], [s sin a, s cos a, shift_y]] @ (p, 1)
+
+in torch's normalised coordinates (-1..1 across the image; outside it is zero, the background of the
+Omniglot images). x' is differentiable in the magnitudes m, so with MAML the outer loss reaches them through
+the inner step on the augmented support set (`learner.augmentation: learned`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+#: what each magnitude scales (learner.augment_magnitudes)
+MAGNITUDES = ("rotation (radians)", "log-scale", "shear", "translation (fraction of the half-width)")
+#: random numbers per image
+NOISE_DIMS = 5
+
+
+def affine_matrices(magnitudes: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """(n, 2, 3) sampling matrices for noise u (n, NOISE_DIMS) and the 4 magnitudes."""
+    angle, log_scale, shear = magnitudes[0] * u[:, 0], magnitudes[1] * u[:, 1], magnitudes[2] * u[:, 2]
+    shift = magnitudes[3] * u[:, 3:5]
+    scale, cos, sin = log_scale.exp(), angle.cos(), angle.sin()
+    row0 = torch.stack([scale * cos, -scale * sin + shear, shift[:, 0]], -1)
+    row1 = torch.stack([scale * sin, scale * cos, shift[:, 1]], -1)
+    return torch.stack([row0, row1], -2)
+
+
+def affine_augment(x: torch.Tensor, magnitudes: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Images x (n, C, H, W) resampled under the random affine maps of u (n, NOISE_DIMS); magnitudes 0 give x."""
+    if u.shape != (x.shape[0], NOISE_DIMS):
+        raise ValueError(f"augmentation noise must be shaped ({x.shape[0]}, {NOISE_DIMS}), got {tuple(u.shape)}")
+    grid = F.affine_grid(affine_matrices(magnitudes.to(x.dtype), u.to(x.dtype)), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
