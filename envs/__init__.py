@@ -15,6 +15,7 @@ from envs.base import TaskBatch, TaskDistribution, checkerboard_split
 from envs.mujoco import BACKENDS, MUJOCO_TASKS, make_batched, single_env_entry_point
 from envs.navigation import HORIZON as NAV_HORIZON
 from envs.navigation import Navigation2DTasks
+from envs.noisy_omniglot import NoisyOmniglotTasks
 from envs.omniglot import OmniglotTasks
 from envs.registry import TaskFamily, family, known, make_batched_env, make_distribution, register
 from envs.sinusoid import SinusoidTasks
@@ -37,7 +38,7 @@ def _navigation(dist, num_tasks, episodes_per_task, horizon, device="cpu", **kw)
     return BatchedNavigation2D(num_tasks, episodes_per_task, horizon, device=device, **kw)
 
 
-for _dist in (SinusoidTasks, OmniglotTasks):
+for _dist in (SinusoidTasks, OmniglotTasks, NoisyOmniglotTasks):
     register(TaskFamily(_dist.name, _dist, partial(SupervisedTaskEnv, factory=_dist)))
 register(TaskFamily("Navigation2D", Navigation2DTasks, "envs.navigation:Navigation2DEnv", NAV_HORIZON, _navigation))
 for _dist in MUJOCO_TASKS:

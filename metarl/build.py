@@ -15,7 +15,7 @@ import envs
 from metarl.config import Config
 from metarl.errors import ConfigError
 from metarl.experience import Source, SupervisedSource
-from metarl.learners import MAML, Learner, LSTMMetaLearner, Reptile
+from metarl.learners import MAML, ExampleReweighting, Learner, LSTMMetaLearner, Reptile
 from metarl.models import MLP, parameters_of
 from metarl.optim import FlatAdam, FlatSGD, cosine_lr
 from metarl.outer import GradientStep, TRPOStep
@@ -146,6 +146,9 @@ def _learner(cfg: Config, objective, init: dict) -> Learner:
                     hypergradient=lc.hypergradient, truncate_steps=lc.truncate_steps,
                     implicit_lambda=lc.implicit_lambda, implicit_cg_steps=lc.implicit_cg_steps,
                     augmentation=lc.augmentation, augment_magnitudes=lc.augment_magnitudes)
+    if lc.algo == "reweight":
+        return ExampleReweighting(objective, init, lc.weighting, lc.inner_lr, lc.weight_net_hidden,
+                                  generator=torch.Generator().manual_seed(cfg.seed))
     if lc.algo == "reptile":
         return Reptile(objective, init, inner_lr=lc.inner_lr, inner_steps=lc.inner_steps, step_lr_scales=lc.step_lr_scales)
     return LSTMMetaLearner(objective, init, inner_steps=lc.inner_steps, hidden_size=lc.lstm_hidden,

@@ -78,9 +78,10 @@ class ModelConfig:
 
 @dataclass
 class LearnerConfig:
-    algo: Literal["maml", "reptile", "lstm"] = "maml"
-    """maml (second order; first_order: FOMAML; learn_inner_lr: Meta-SGD), reptile, lstm (Ravi & Larochelle).
-    With an RL task family: MAML-RL / Reptile-RL, the outer step from outer.optimizer."""
+    algo: Literal["maml", "reptile", "lstm", "reweight"] = "maml"
+    """maml (second order; first_order: FOMAML; learn_inner_lr: Meta-SGD), reptile, lstm (Ravi & Larochelle),
+    reweight (learned example weights on a clean validation set, supervised: learner.weighting). With an RL
+    task family: MAML-RL / Reptile-RL, the outer step from outer.optimizer."""
     inner_steps: int = 1
     """Adaptation steps per task in training (RL: each step collects fresh episodes with the adapted policy)."""
     inner_lr: float = 0.01
@@ -121,6 +122,12 @@ class LearnerConfig:
     """Weights of the outer losses after inner steps 1..inner_steps (normalised); overrides step_loss."""
     lstm_hidden: int = 20
     """LSTM learner: hidden size of its coordinate-wise LSTM."""
+    weighting: Literal["l2rw", "mwn", "none"] = "l2rw"
+    """reweight: l2rw (learning to reweight, Ren et al. 2018: weights from the validation loss's gradient
+    after a lookahead step of size inner_lr), mwn (Meta-Weight-Net, Shu et al. 2019: a learned loss -> weight
+    MLP), none (plain training: the baseline)."""
+    weight_net_hidden: int = 100
+    """reweight with weighting mwn: hidden units of the weight network."""
     estimator: Literal["reinforce", "dice", "lvc"] = "reinforce"
     """RL: inner-loss gradient estimator: REINFORCE, (Loaded) DiCE, or ProMP's low-variance curvature."""
 
@@ -325,6 +332,9 @@ class Config:
         if w and (len(w) != L.inner_steps or min(w) < 0 or sum(w) <= 0):
             raise ConfigError(f"learner.step_loss_weights needs learner.inner_steps = {L.inner_steps} non-negative "
                               f"weights with a positive sum, got {list(w)}")
+        if L.algo == "reweight" and fam.is_rl:
+            raise ConfigError("learner.algo reweight weighs supervised examples: use a supervised task family "
+                              "(e.g. NoisyOmniglot)")
         if L.hypergradient != "unrolled" and L.algo != "maml":
             raise ConfigError(f"learner.hypergradient {L.hypergradient} is a MAML option (learner.algo {L.algo})")
         if L.hypergradient != "unrolled" and L.first_order:
@@ -393,6 +403,14 @@ def unused_keys(cfg: Config, rl: bool, has_backends: bool) -> dict[str, str]:
                  "model.arch conv")
         else:
             mark(["model.channels", "model.batch_norm"], "model.arch mlp")
+    if L.algo != "reweight":
+        mark(["learner.weighting", "learner.weight_net_hidden"], f"learner.algo {L.algo}")
+    else:
+        mark([f"learner.{k}" for k in ("inner_steps", "first_order", "learn_inner_lr", "inner_lr_per_step",
+                                       "learn_step_scale", "step_lr_scales", "step_loss", "step_loss_weights")],
+             "learner.algo reweight")
+        if L.weighting != "mwn":
+            mark(["learner.weight_net_hidden"], f"learner.weighting {L.weighting}")
     if L.algo != "lstm":
         mark(["learner.lstm_hidden"], f"learner.algo {L.algo}")
     else:

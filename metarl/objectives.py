@@ -49,6 +49,14 @@ class SupervisedObjective:
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(out, y) if self.loss == "mse" else F.cross_entropy(out, y)
 
+    def example_losses(self, params: Params, data: Data) -> torch.Tensor:
+        """The loss of each example of (x, y): a vector (metarl.learners.reweight weighs them)."""
+        x, y = data
+        out = self.predict(params, x)
+        if self.loss == "cross_entropy":
+            return F.cross_entropy(out, y, reduction="none")
+        return F.mse_loss(out, y, reduction="none").reshape(out.shape[0], -1).mean(-1)
+
     def inner_loss(self, params: Params, data: Data) -> torch.Tensor:
         x, y = data
         return self._loss(self.predict(params, x), y)

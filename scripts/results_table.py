@@ -35,6 +35,10 @@ def omniglot_table() -> list[str]:
         learner = cfg["learner"]
         algo = {"maml": "FOMAML" if learner.get("first_order") else "MAML", "reptile": "Reptile",
                 "lstm": "LSTM meta-learner"}[learner.get("algo", "maml")]
+        if learner.get("augmentation", "none") != "none":
+            algo += f" + {learner['augmentation']} augmentation"
+        if learner.get("hypergradient", "unrolled") != "unrolled":
+            algo += f" ({learner['hypergradient']} hypergradient)"
         ways, protocol = cfg["task"].get("options", {}).get("ways", 5), summary["protocol"]
         acc = summary["accuracy"]
         cell = lambda i: f"{100 * acc['mean'][i]:.1f} ± {100 * acc['ci95'][i]:.1f}"  # noqa: E731

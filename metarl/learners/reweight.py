@@ -1,0 +1,116 @@
+"""Learning which examples to trust: example weights meta-learned on a small clean validation set, the same
+bilevel core as MAML with the network's own weights as the inner variable.
+
+For one batch (support: training examples, possibly mislabelled; query: clean validation examples), with
+l_i(theta) the loss of training example i and alpha the lookahead step (learner.inner_lr):
+
+    none   the plain baseline: direction = grad_theta mean_i l_i(theta)
+    l2rw   learning to reweight (Ren et al. 2018): eps = 0,
+               theta'(eps) = theta - alpha grad_theta sum_i eps_i l_i(theta)
+               w_i = max(0, -d L_val(theta'(eps)) / d eps_i) = max(0, alpha grad L_val(theta) . grad l_i(theta)),
+               normalised to sum 1 (all zero: no update);  direction = grad_theta sum_i w_i l_i(theta)
+    mwn    Meta-Weight-Net (Shu et al. 2019): w_i = V(l_i; psi), V a small MLP of the loss value with a
+           sigmoid output (meta-parameter group "weight_net"),
+               theta'(psi) = theta - alpha grad_theta mean_i w_i l_i(theta)
+               direction for psi = grad_psi L_val(theta'(psi)), for theta = grad_theta mean_i w_i l_i(theta)
+
+The outer step (Adam / SGD) moves theta and psi along these directions, like Reptile's update it is not the
+gradient of one loss. Nothing adapts per task at test time: evaluation reports the metrics of theta (step 0).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from metarl.learners.base import Learner, as_steps, at
+from metarl.params import MetaParams, Params, detach, take
+
+WEIGHTINGS = ("l2rw", "mwn", "none")
+
+
+class ExampleReweighting(Learner):
+    needs_query = True
+
+    def __init__(self, objective, init_params: Params, weighting: str = "l2rw", inner_lr: float = 0.1,
+                 weight_net_hidden: int = 100, generator: torch.Generator | None = None):
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+        if not inner_lr > 0:
+            raise ValueError(f"inner_lr must be positive, got {inner_lr}")
+        if not hasattr(objective, "example_losses"):
+            raise ValueError("example reweighting needs an objective with per-example losses (supervised)")
+        self.objective, self.weighting, self.inner_lr = objective, weighting, float(inner_lr)
+        self.inner_steps, self.step_loss_weights = 1, (1.0,)
+        self._init = {k: v.detach().clone() for k, v in init_params.items()}
+        ref = next(iter(self._init.values()))
+        g = generator or torch.Generator().manual_seed(0)
+        h = int(weight_net_hidden)
+        # V(l) = sigmoid(w2 . relu(w1 l + b1) + b2), started near 0.5 for every loss
+        self._weight_net = {"w1": torch.rand(h, generator=g) * 2 - 1, "b1": torch.rand(h, generator=g) * 0.2,
+                            "w2": (torch.rand(h, generator=g) * 2 - 1) * 0.01, "b2": torch.zeros(())}
+        self._weight_net = {k: v.to(ref) for k, v in self._weight_net.items()}
+
+    def init_meta_params(self) -> MetaParams:
+        meta: MetaParams = {"theta": {k: v.clone() for k, v in self._init.items()}}
+        if self.weighting == "mwn":
+            meta["weight_net"] = {k: v.clone() for k, v in self._weight_net.items()}
+        return meta
+
+    def start(self, meta: MetaParams) -> Params:
+        return meta["theta"]
+
+    def step(self, meta: MetaParams, params: Params, data: Any, s: int) -> Params:
+        """A plain SGD step on the support loss (the protocol's step; evaluation reports step 0)."""
+        with torch.enable_grad():
+            live = {k: v.detach().requires_grad_() for k, v in params.items()}
+            g = torch.autograd.grad(self.objective.inner_loss(live, data), list(live.values()))
+        return {k: v - self.inner_lr * d for (k, v), d in zip(params.items(), g)}
+
+    @staticmethod
+    def example_weights(weight_net: Params, losses: torch.Tensor) -> torch.Tensor:
+        """V(l_i; psi) for a vector of loss values."""
+        hidden = F.relu(losses[:, None] * weight_net["w1"] + weight_net["b1"])
+        return torch.sigmoid(hidden @ weight_net["w2"] + weight_net["b2"])
+
+    def meta_gradient(self, meta: MetaParams, support: Any, query: Any):
+        support, query = as_steps(support), as_steps(query)
+        n = at(support, 0)[1].shape[0]
+        parts = [self._one(detach(meta), at(take(support, i), 0), at(take(query, i), 0)) for i in range(n)]
+        grads = {g: {k: torch.stack([p[0][g][k] for p in parts]).mean(0) for k in grp} for g, grp in meta.items()}
+        loss = torch.stack([p[1] for p in parts]).mean()
+        metrics = {m: torch.stack([p[2][m] for p in parts]).mean() for m in parts[0][2]}
+        return grads, loss, metrics
+
+    def _one(self, meta: MetaParams, train: Any, val: Any):
+        theta = {k: v.requires_grad_() for k, v in meta["theta"].items()}
+        names = list(theta)
+        with torch.enable_grad():
+            losses = self.objective.example_losses(theta, train)
+            metrics: dict[str, torch.Tensor] = {}
+            if self.weighting == "none":
+                weights = torch.full_like(losses, 1.0 / len(losses))
+            elif self.weighting == "l2rw":
+                eps = torch.zeros_like(losses, requires_grad=True)
+                g = torch.autograd.grad((eps * losses).sum(), [theta[k] for k in names], create_graph=True)
+                ahead = {k: theta[k] - self.inner_lr * d for k, d in zip(names, g)}
+                val_loss = self.objective.inner_loss(ahead, val)
+                w = torch.clamp(-torch.autograd.grad(val_loss, eps)[0], min=0).detach()
+                weights = w / w.sum() if w.sum() > 0 else w
+                metrics["val_loss"] = val_loss.detach()
+            else:
+                psi = {k: v.requires_grad_() for k, v in meta["weight_net"].items()}
+                w = self.example_weights(psi, losses.detach())
+                g = torch.autograd.grad((w * losses).mean(), [theta[k] for k in names], create_graph=True)
+                ahead = {k: theta[k] - self.inner_lr * d for k, d in zip(names, g)}
+                val_loss = self.objective.inner_loss(ahead, val)
+                psi_grads = dict(zip(psi, torch.autograd.grad(val_loss, list(psi.values()))))
+                weights = w.detach() / len(losses)
+                metrics["val_loss"] = val_loss.detach()
+            direction = torch.autograd.grad((weights * losses).sum(), [theta[k] for k in names])
+        grads = {"theta": dict(zip(names, direction))}
+        if self.weighting == "mwn":
+            grads["weight_net"] = psi_grads
+        metrics["weight_spread"] = (weights * len(losses)).std().detach()  # 0 when every example counts alike
+        return grads, losses.mean().detach(), metrics
