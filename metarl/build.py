@@ -15,7 +15,7 @@ import envs
 from metarl.config import Config
 from metarl.errors import ConfigError
 from metarl.experience import Source, SupervisedSource
-from metarl.learners import MAML, ExampleReweighting, Learner, LSTMMetaLearner, Reptile
+from metarl.learners import MAML, ArchitectureSearch, ExampleReweighting, Learner, LSTMMetaLearner, Reptile
 from metarl.models import MLP, parameters_of
 from metarl.optim import FlatAdam, FlatSGD, cosine_lr
 from metarl.outer import GradientStep, TRPOStep
@@ -100,20 +100,25 @@ def task_batching(cfg: Config, device: torch.device) -> str:
     parallelise poorly inside one op: bench_meta_gradient.py --case omniglot), one vmapped call otherwise."""
     if cfg.train.task_batching != "auto":
         return cfg.train.task_batching
-    return "threads" if device.type == "cpu" and cfg.model.arch == "conv" else "vmap"
+    return "threads" if device.type == "cpu" and cfg.model.arch in ("conv", "cells") else "vmap"
 
 
 def _network(cfg: Config, dist, generator: torch.Generator):
     from metarl.objectives import SupervisedObjective
 
     m = cfg.model
-    wants = {"mlp": 1, "conv": 3}[m.arch]  # vectors, or (channels, height, width) images
+    wants = {"mlp": 1, "conv": 3, "cells": 3}[m.arch]  # vectors, or (channels, height, width) images
     if len(dist.input_shape) != wants:
         raise ValueError(f"model.arch {m.arch} needs {'vector' if wants == 1 else 'image'} inputs; {dist.name}'s "
                          f"are shaped {tuple(dist.input_shape)}: use model.arch {'conv' if wants == 1 else 'mlp'}")
     if m.arch == "mlp":
         model = MLP(int(torch.Size(dist.input_shape).numel()), m.hidden, dist.output_dim, generator=generator,
                     input_scale=m.input_scale, activation=m.activation, residual=m.residual, norm=m.norm, gated=m.gated)
+    elif m.arch == "cells":
+        from metarl.darts import CellNetwork
+
+        model = CellNetwork(dist.input_shape[0], dist.output_dim, m.channels, m.cells, m.nodes, m.genotype or None,
+                            generator=generator)
     else:
         from metarl.convnet import ConvNet
 
@@ -146,6 +151,8 @@ def _learner(cfg: Config, objective, init: dict) -> Learner:
                     hypergradient=lc.hypergradient, truncate_steps=lc.truncate_steps,
                     implicit_lambda=lc.implicit_lambda, implicit_cg_steps=lc.implicit_cg_steps,
                     augmentation=lc.augmentation, augment_magnitudes=lc.augment_magnitudes)
+    if lc.algo == "darts":
+        return ArchitectureSearch(objective, init, lc.inner_lr, lc.first_order)
     if lc.algo == "reweight":
         return ExampleReweighting(objective, init, lc.weighting, lc.inner_lr, lc.weight_net_hidden,
                                   generator=torch.Generator().manual_seed(cfg.seed))

@@ -47,8 +47,9 @@ class TaskConfig:
 
 @dataclass
 class ModelConfig:
-    arch: Literal["mlp", "conv"] = "mlp"
-    """Supervised: mlp, or conv (the MAML paper's 4-block conv net, classification). RL: a Gaussian mlp policy."""
+    arch: Literal["mlp", "conv", "cells"] = "mlp"
+    """Supervised: mlp, conv (the MAML paper's 4-block conv net, classification), or cells (a network of
+    searched or derived conv cells, metarl.darts). RL: a Gaussian mlp policy."""
     hidden: tuple[int, ...] = (40, 40)
     """Hidden layer widths of the mlp (RL: of the policy's mean; the MAML paper: 100, 100)."""
     activation: Literal["relu", "tanh", "silu", "gelu", "softplus"] = "relu"
@@ -63,7 +64,14 @@ class ModelConfig:
     """Supervised mlp: layer = LayerNorm before each residual block's Linear (after each hidden Linear
     without residual); its gain and bias are adapted in the inner loop like the other parameters."""
     channels: int = 64
-    """Conv: filters per block."""
+    """Conv: filters per block (cells: per cell)."""
+    cells: int = 3
+    """Cells: cells in the network (a 2x2 max-pool between two)."""
+    nodes: int = 3
+    """Cells: intermediate nodes per cell."""
+    genotype: str = ""
+    """Cells: the derived cell to train, "I-J:OP ..." (metarl.darts; written by a search as genotype.json);
+    empty = the searchable network (learner.algo darts)."""
     batch_norm: Literal["transductive", "support"] = "transductive"
     """Conv: query batches normalised by their own statistics (transductive, the MAML paper's code), or by the
     task's support set statistics (each query classified without the other queries), in training and evaluation."""
@@ -78,10 +86,11 @@ class ModelConfig:
 
 @dataclass
 class LearnerConfig:
-    algo: Literal["maml", "reptile", "lstm", "reweight"] = "maml"
+    algo: Literal["maml", "reptile", "lstm", "reweight", "darts"] = "maml"
     """maml (second order; first_order: FOMAML; learn_inner_lr: Meta-SGD), reptile, lstm (Ravi & Larochelle),
-    reweight (learned example weights on a clean validation set, supervised: learner.weighting). With an RL
-    task family: MAML-RL / Reptile-RL, the outer step from outer.optimizer."""
+    reweight (learned example weights on a clean validation set, supervised: learner.weighting; weighting
+    none is plain training), darts (architecture search of model.arch cells; first_order: first-order DARTS).
+    With an RL task family: MAML-RL / Reptile-RL, the outer step from outer.optimizer."""
     inner_steps: int = 1
     """Adaptation steps per task in training (RL: each step collects fresh episodes with the adapted policy)."""
     inner_lr: float = 0.01
@@ -128,6 +137,9 @@ class LearnerConfig:
     MLP), none (plain training: the baseline)."""
     weight_net_hidden: int = 100
     """reweight with weighting mwn: hidden units of the weight network."""
+    retrain_iterations: int = 0
+    """darts: after the search, train the derived cell from scratch for this many iterations on the same data
+    (plain training, in RUN_DIR/retrain); 0 = search only."""
     estimator: Literal["reinforce", "dice", "lvc"] = "reinforce"
     """RL: inner-loss gradient estimator: REINFORCE, (Loaded) DiCE, or ProMP's low-variance curvature."""
 
@@ -332,6 +344,20 @@ class Config:
         if w and (len(w) != L.inner_steps or min(w) < 0 or sum(w) <= 0):
             raise ConfigError(f"learner.step_loss_weights needs learner.inner_steps = {L.inner_steps} non-negative "
                               f"weights with a positive sum, got {list(w)}")
+        if L.algo == "darts" and (self.model.arch != "cells" or self.model.genotype):
+            raise ConfigError("learner.algo darts searches model.arch cells with no model.genotype")
+        if self.model.arch == "cells" and not self.model.genotype and L.algo != "darts":
+            raise ConfigError("model.arch cells without a model.genotype is the search network: learner.algo darts "
+                              "(or give the derived cell as model.genotype)")
+        if self.model.arch == "cells" and self.model.genotype:
+            from metarl.darts import parse_genotype
+
+            try:
+                parse_genotype(self.model.genotype)
+            except ValueError as e:
+                raise ConfigError(f"model.genotype: {e}") from None
+        check_ranges(positive={"model.cells": self.model.cells, "model.nodes": self.model.nodes},
+                     non_negative={"learner.retrain_iterations": L.retrain_iterations})
         if L.algo == "reweight" and fam.is_rl:
             raise ConfigError("learner.algo reweight weighs supervised examples: use a supervised task family "
                               "(e.g. NoisyOmniglot)")
@@ -398,11 +424,20 @@ def unused_keys(cfg: Config, rl: bool, has_backends: bool) -> dict[str, str]:
         mark(["task.horizon", "eval.episodes_per_task", "model.init_std", "model.last_layer_scale",
               "model.action_scale", "learner.estimator"] + [f"rl.{f.name}" for f in dataclasses.fields(RLSettings)],
              "a supervised task family")
-        if cfg.model.arch == "conv":
+        if cfg.model.arch in ("conv", "cells"):
             mark([f"model.{k}" for k in ("hidden", "activation", "input_scale", "residual", "gated", "norm")],
-                 "model.arch conv")
+                 f"model.arch {cfg.model.arch}")
         else:
             mark(["model.channels", "model.batch_norm"], "model.arch mlp")
+        if cfg.model.arch == "cells":
+            mark(["model.batch_norm"], "model.arch cells")
+        else:
+            mark(["model.cells", "model.nodes", "model.genotype"], f"model.arch {cfg.model.arch}")
+    if L.algo != "darts":
+        mark(["learner.retrain_iterations"], f"learner.algo {L.algo}")
+    else:
+        mark([f"learner.{k}" for k in ("inner_steps", "learn_inner_lr", "inner_lr_per_step", "learn_step_scale",
+                                       "step_lr_scales", "step_loss", "step_loss_weights")], "learner.algo darts")
     if L.algo != "reweight":
         mark(["learner.weighting", "learner.weight_net_hidden"], f"learner.algo {L.algo}")
     else:

@@ -18,6 +18,7 @@ optimiser's state, the iteration, environment steps and training time; the data 
 """
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -168,7 +169,8 @@ class Trainer:
                 self.save()
             result: dict[str, Any] = {"iterations": self.iteration, "iterations_run": self.iteration - start,
                                       "train_seconds": time.perf_counter() - t0, "elapsed_s": self.elapsed,
-                                      "env_steps": self.env_steps, "stopped_early": self.iteration < tc.iterations}
+                                      "env_steps": self.env_steps, "stopped_early": self.iteration < tc.iterations,
+                                      "checkpoint": self.checkpoint_path}
             if self.rank == 0:
                 evaluator = self.evaluator(cfg.eval.num_tasks)
                 summary = evaluator.run(self.learner, self.meta)
@@ -197,3 +199,27 @@ def _without_defaults(section: dict[str, Any], name: str) -> dict[str, Any]:
     option existed still resumes)."""
     defaults = to_dict(Config())[name]
     return {k: v for k, v in section.items() if defaults.get(k, object()) != v}
+
+
+def run(cfg: Config, console_write=None) -> dict[str, Any]:
+    """Train `cfg`. An architecture search (learner.algo darts) with learner.retrain_iterations then derives
+    its cell (RUN_DIR/genotype.json) and trains that network from scratch on the same data, plain training
+    in RUN_DIR/retrain: the result holds "genotype" and the retraining's result as "retrain"."""
+    trainer = Trainer(cfg, console_write)
+    result = trainer.run()
+    if cfg.learner.algo != "darts" or not cfg.learner.retrain_iterations or result["stopped_early"]:
+        return result
+    from metarl.darts import derive_genotype, format_genotype, genotype_json
+
+    alphas = trainer.meta["arch"]["alphas"]
+    genotype = derive_genotype(alphas, cfg.model.nodes)
+    if trainer.rank == 0:
+        (trainer.run_dir / "genotype.json").write_text(genotype_json(genotype, alphas, cfg.model.nodes) + "\n")
+    retrain = copy.deepcopy(cfg)
+    retrain.model.genotype = format_genotype(genotype)
+    retrain.learner.algo, retrain.learner.weighting, retrain.learner.first_order = "reweight", "none", False
+    retrain.learner.retrain_iterations, retrain.train.iterations = 0, cfg.learner.retrain_iterations
+    retrain.run_dir, retrain.name = str(trainer.run_dir / "retrain"), f"{cfg.run_name()}-retrain"
+    result["genotype"] = retrain.model.genotype
+    result["retrain"] = Trainer(retrain.validate(), console_write).run()
+    return result

@@ -13,16 +13,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from metarl.cli import main_guard  # noqa: E402
 from metarl.config import Config, parse_cli  # noqa: E402
-from metarl.trainer import Trainer  # noqa: E402
+from metarl.trainer import run  # noqa: E402
 
 
 @main_guard
 def main() -> None:
     cfg = parse_cli(Config, description=__doc__)
-    trainer = Trainer(cfg)
-    result = trainer.run()
+    result = run(cfg)
     if "eval" not in result:  # torch.distributed ranks other than 0
         return
+    report(result)
+    if "retrain" in result:
+        print(f"\nsearched cell (genotype.json): {result['genotype']}; the derived network trained from scratch:")
+        report(result["retrain"])
+
+
+def report(result: dict) -> None:
     ev, name = result["eval"], result["eval"]["metric"]
     protocol = ", ".join(f"{k} {v}" for k, v in ev["protocol"].items())
     print(f"\nheld-out evaluation: {ev['num_tasks']} test tasks of {ev['family']} ({protocol}); training: "
@@ -34,7 +40,7 @@ def main() -> None:
           + ("diverged" if last is None else f"{last:.4f}"))
     if result["stopped_early"]:
         print(f"stopped at train.time_limit_s after iteration {result['iterations']}: continue with --resume")
-    print("wrote " + ", ".join(str(p) for p in result["paths"].values()) + f", {trainer.checkpoint_path}")
+    print("wrote " + ", ".join(str(p) for p in result["paths"].values()) + f", {result['checkpoint']}")
 
 
 if __name__ == "__main__":

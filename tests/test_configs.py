@@ -19,6 +19,7 @@ SMALL = {
     "supervised": ["--train.meta_batch_size", "2", "--train.no_compile", "--eval.num_tasks", "4", "--eval.batch_size", "4",
                    "--eval.steps", "2", "--eval.plot_tasks", "1"],
     "Omniglot": ["--task.k_query", "1", "--model.channels", "8", "--eval.k_query", "2"],
+    "NoisyOmniglot": ["--task.k_support", "16", "--task.k_query", "8", "--model.channels", "8", "--eval.k_query", "4"],
     "rl": ["--task.horizon", "10", "--rl.episodes_per_task", "2", "--train.meta_batch_size", "2", "--eval.num_tasks", "2",
            "--eval.episodes_per_task", "2", "--eval.steps", "2", "--eval.plot_tasks", "1", "--model.hidden", "8", "8"],
 }
@@ -30,7 +31,7 @@ def small(path: Path, run_dir: Path) -> Config:
     cfg = load_yaml(path)
     fam = envs.family(cfg.task.name)
     flags = COMMON + SMALL["rl" if fam.is_rl else "supervised"] + SMALL.get(fam.name, [])
-    if cfg.model.arch == "conv":
+    if cfg.model.arch in ("conv", "cells"):
         flags = [f for f in flags if f != "--model.hidden"]
     flags += ["--run_dir", str(run_dir)]
     return from_dict(Config, merge_dicts(to_dict(cfg), parse_flags(Config, flags))).validate()
@@ -51,7 +52,7 @@ def _skip_without_what_it_needs(cfg: Config) -> None:
     fam = envs.family(cfg.task.name)
     if fam.backends and importlib.util.find_spec("mujoco") is None:
         pytest.skip("MuJoCo is not installed (the mujoco extra)")
-    if fam.name == "Omniglot":
+    if fam.name in ("Omniglot", "NoisyOmniglot"):
         archives = str(cfg.task.options.get("archives", "images_background_small1,images_background_small2")).split(",")
         if not all((default_data_dir() / f"{a.strip()}.zip").is_file() for a in archives):
             pytest.skip(f"Omniglot archives {archives} not in {default_data_dir()}")
