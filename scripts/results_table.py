@@ -57,6 +57,8 @@ def omniglot_table() -> list[str]:
 def tables() -> str:
     runs, benches = [], []
     for path in sorted((ROOT / "results").glob("**/record.json")):
+        if path.parent.parent.name == "omniglot" and (path.parent / "eval.json").is_file():
+            continue  # in the Omniglot table
         record = json.loads(path.read_text())
         where = f"`{path.parent.relative_to(ROOT).as_posix()}/`"
         eval_json = path.parent / "eval.json"
