@@ -84,3 +84,28 @@ def test_config_checks_architecture_search():
     ]:
         with pytest.raises(ConfigError, match=message):
             from_dict(Config, cfg).validate()
+
+
+def test_one_config_searches_then_retrains_the_derived_cell(tmp_path):
+    import json
+
+    from envs.omniglot_data import default_data_dir
+    from metarl.config import Config, from_dict
+    from metarl.trainer import run
+
+    if not (default_data_dir() / "images_background_small1.zip").is_file():
+        pytest.skip("Omniglot archives not found")
+    torch.set_default_dtype(torch.float32)
+    cfg = from_dict(Config, {
+        "task": {"name": "NoisyOmniglot", "k_support": 8, "k_query": 8, "options": {"classes": 10, "noise": 0.0}},
+        "model": {"arch": "cells", "channels": 4, "cells": 2, "nodes": 2},
+        "learner": {"algo": "darts", "inner_lr": 0.05, "retrain_iterations": 3},
+        "train": {"iterations": 2, "meta_batch_size": 1, "eval_every": 0},
+        "eval": {"num_tasks": 2, "steps": 0, "k_support": 1, "k_query": 4},
+        "log": {"wandb": "disabled", "progress": False, "console": False}, "run_dir": str(tmp_path / "search")}).validate()
+    result = run(cfg)
+    genotype = json.loads((tmp_path / "search" / "genotype.json").read_text())
+    assert genotype["genotype"] == result["genotype"] and len(parse_genotype(result["genotype"])) == 3
+    assert result["retrain"]["iterations"] == 3 and (tmp_path / "search" / "retrain" / "eval.json").is_file()
+    saved = torch.load(tmp_path / "search" / "retrain" / "checkpoint.pt", weights_only=False)
+    assert "arch" not in saved["meta_params"] and saved["config"]["model"]["genotype"] == result["genotype"]
