@@ -312,3 +312,17 @@ class Learner(ABC):
             total = total + loss
             sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
         return tree_unflatten(grads, spec), total, sums
+
+
+def mean_over_tasks(one, meta: MetaParams, support: Any, query: Any, threads: bool = False):
+    """(grads, loss, metrics) of a learner whose update is computed per task by
+    one(meta, support_i, query_i) -> ({group: {name: tensor}}, loss, {metric: tensor}) on step 0's data,
+    averaged over the tasks (on the task threads when `threads`)."""
+    support, query = as_steps(support), as_steps(query)
+    n = at(support, 0)[1].shape[0]
+    task = lambda i: one(detach(meta), at(take(support, i), 0), at(take(query, i), 0))  # noqa: E731  (own leaves)
+    parts = map_tasks(task, n) if threads else [task(i) for i in range(n)]
+    grads = {g: {k: torch.stack([p[0][g][k] for p in parts]).mean(0) for k in grp} for g, grp in parts[0][0].items()}
+    loss = torch.stack([p[1] for p in parts]).mean()
+    metrics = {m: torch.stack([p[2][m] for p in parts]).mean() for m in parts[0][2]}
+    return grads, loss, metrics

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from metarl.learners.base import Learner, as_steps, at
-from metarl.params import MetaParams, Params, detach, take
+from metarl.learners.base import Learner, mean_over_tasks
+from metarl.params import MetaParams, Params
 
 WEIGHTINGS = ("l2rw", "mwn", "none")
 
@@ -75,13 +75,7 @@ class ExampleReweighting(Learner):
         return torch.sigmoid(hidden @ weight_net["w2"] + weight_net["b2"])
 
     def meta_gradient(self, meta: MetaParams, support: Any, query: Any):
-        support, query = as_steps(support), as_steps(query)
-        n = at(support, 0)[1].shape[0]
-        parts = [self._one(detach(meta), at(take(support, i), 0), at(take(query, i), 0)) for i in range(n)]
-        grads = {g: {k: torch.stack([p[0][g][k] for p in parts]).mean(0) for k in grp} for g, grp in meta.items()}
-        loss = torch.stack([p[1] for p in parts]).mean()
-        metrics = {m: torch.stack([p[2][m] for p in parts]).mean() for m in parts[0][2]}
-        return grads, loss, metrics
+        return mean_over_tasks(self._one, meta, support, query, threads=self.batching == "threads")
 
     def _one(self, meta: MetaParams, train: Any, val: Any):
         theta = {k: v.requires_grad_() for k, v in meta["theta"].items()}
