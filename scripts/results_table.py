@@ -66,8 +66,13 @@ def tables() -> str:
         note = f"; {record['note']}" if record.get("note") else ""
         if eval_json.is_file():
             summary = json.loads(eval_json.read_text())
-            runs.append(f"| `{record['command'].split('scripts/', 1)[-1]}` | {summary['num_tasks']} held-out tasks, "
-                        f"{_steps(summary)} | {record['wall_s']:.0f} s ({machine}{note}) | {where} |")
+            result = f"{summary['num_tasks']} held-out tasks, {_steps(summary)}"
+            retrain, genotype = path.parent / "retrain_eval.json", path.parent / "genotype.json"
+            if retrain.is_file() and genotype.is_file():  # an architecture search and its retrained cell
+                result = (f"search network: {result}; derived cell `{json.loads(genotype.read_text())['genotype']}` "
+                          f"retrained: {_steps(json.loads(retrain.read_text()))}")
+            runs.append(f"| `{record['command'].split('scripts/', 1)[-1]}` | {result} | {record['wall_s']:.0f} s "
+                        f"({machine}{note}) | {where} |")
         elif "figures" in record:
             figures = ", ".join(f"{k} {v:,.0f}" if abs(v) >= 1000 else f"{k} {v:.4g}" for k, v in record["figures"].items()
                                 if isinstance(v, (int, float)) and not isinstance(v, bool))
