@@ -314,6 +314,15 @@ class Learner(ABC):
         return tree_unflatten(grads, spec), total, sums
 
 
+def sgd_step(objective, params: Params, data: Any, lr: float, fixed: tuple[str, ...] = ()) -> Params:
+    """params - lr * grad L_inner(params, data), without a graph; the entries named in `fixed` stay as they are
+    (the plain step of learners whose inner variable is the network itself)."""
+    with torch.enable_grad():
+        live = {k: v.detach().requires_grad_() for k, v in params.items() if k not in fixed}
+        g = torch.autograd.grad(objective.inner_loss({**params, **live}, data), list(live.values()))
+    return {**params, **{k: params[k] - lr * d for k, d in zip(live, g)}}
+
+
 def mean_over_tasks(one, meta: MetaParams, support: Any, query: Any, threads: bool = False):
     """(grads, loss, metrics) of a learner whose update is computed per task by
     one(meta, support_i, query_i) -> ({group: {name: tensor}}, loss, {metric: tensor}) on step 0's data,

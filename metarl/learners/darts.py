@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from metarl.learners.base import Learner, mean_over_tasks
+from metarl.learners.base import Learner, mean_over_tasks, sgd_step
 from metarl.params import MetaParams, Params
 
 ARCH = "alphas"
@@ -43,10 +43,7 @@ class ArchitectureSearch(Learner):
 
     def step(self, meta: MetaParams, params: Params, data: Any, s: int) -> Params:
         """A plain SGD step of the weights on the support loss (the architecture stays)."""
-        with torch.enable_grad():
-            live = {k: v.detach().requires_grad_() for k, v in params.items() if k != ARCH}
-            g = torch.autograd.grad(self.objective.inner_loss({**live, ARCH: params[ARCH]}, data), list(live.values()))
-        return {**{k: v - self.inner_lr * d for (k, v), d in zip(live.items(), g)}, ARCH: params[ARCH]}
+        return sgd_step(self.objective, params, data, self.inner_lr, fixed=(ARCH,))
 
     def meta_gradient(self, meta: MetaParams, support: Any, query: Any):
         return mean_over_tasks(self._one, meta, support, query, threads=self.batching == "threads")

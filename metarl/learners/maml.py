@@ -37,12 +37,11 @@ from typing import Any
 
 import torch
 from torch.func import grad
-from torch.utils._pytree import tree_flatten
 
 from metarl.augment import MAGNITUDES, affine_augment
-from metarl.learners.base import Learner, Objective, as_steps, at, map_tasks, normalised_weights
+from metarl.learners.base import Learner, Objective, mean_over_tasks, normalised_weights
 from metarl.outer import conjugate_gradient
-from metarl.params import MetaParams, Params, detach, take
+from metarl.params import MetaParams, Params
 
 #: how the meta-gradient goes through the inner loop (learner.hypergradient)
 HYPERGRADIENTS = ("unrolled", "truncated", "implicit")
@@ -152,41 +151,30 @@ class MAML(Learner):
     def meta_gradient(self, meta: MetaParams, support: Any, query: Any):
         if self.hypergradient != "implicit":
             return super().meta_gradient(meta, support, query)
-        return self._implicit_meta_gradient(meta, as_steps(support), as_steps(query))
+        return mean_over_tasks(self._implicit_task, meta, support, query, threads=self.batching == "threads")
 
-    def _implicit_meta_gradient(self, meta: MetaParams, support: list, query: list):
-        """iMAML's hypergradient per task (a loop, or the task threads), averaged; see the module docstring."""
-        meta = detach(meta)
-        n, k, lam = tree_flatten(support)[0][0].shape[0], self.inner_steps, self.implicit_lambda
-        names = list(meta["theta"])
+    def _implicit_task(self, meta: MetaParams, support: Any, query: Any):
+        """iMAML's hypergradient of one task (see the module docstring); mean_over_tasks averages them."""
+        with torch.no_grad():
+            phi = self.path(meta, [support], self.inner_steps)[-1]
+        theta = meta["theta"]
+        phi = {name: phi[name].detach().requires_grad_() for name in theta}
+        sizes = [p.numel() for p in theta.values()]
+        with torch.enable_grad():
+            loss, metrics = self.objective.outer_loss(phi, query)
+            g_out = flat_cat(torch.autograd.grad(loss, list(phi.values()), allow_unused=True), phi)
+            inner = self.objective.inner_loss(phi, self.support_data(meta, support))
+            g_in = torch.autograd.grad(inner, list(phi.values()), create_graph=True, allow_unused=True)
+            g_in = [torch.zeros_like(p) if g is None else g for g, p in zip(g_in, phi.values())]
 
-        def task(i: int):
-            s_i, q_i = take(support, i), take(query, i)
-            with torch.no_grad():
-                phi = self.path(meta, s_i, k)[-1]
-            phi = {name: phi[name].detach().requires_grad_() for name in names}
-            with torch.enable_grad():
-                loss, metrics = self.objective.outer_loss(phi, at(q_i, k - 1))
-                g_out = flat_cat(torch.autograd.grad(loss, list(phi.values()), allow_unused=True), phi)
-                inner = self.objective.inner_loss(phi, self.support_data(meta, at(s_i, k - 1)))
-                g_in = torch.autograd.grad(inner, list(phi.values()), create_graph=True, allow_unused=True)
-                g_in = [torch.zeros_like(p) if g is None else g for g, p in zip(g_in, phi.values())]
+            def product(v: torch.Tensor) -> torch.Tensor:  # (I + H / lambda) v
+                dot = sum((g * u.view_as(g)).sum() for g, u in zip(g_in, v.split(sizes)))
+                hv = torch.autograd.grad(dot, list(phi.values()), retain_graph=True, allow_unused=True)
+                return v + flat_cat(hv, phi) / self.implicit_lambda
 
-                def product(v: torch.Tensor) -> torch.Tensor:  # (I + H / lambda) v
-                    dot = sum((g * u.view_as(g)).sum() for g, u in zip(g_in, v.split([p.numel() for p in phi.values()])))
-                    hv = torch.autograd.grad(dot, list(phi.values()), retain_graph=True, allow_unused=True)
-                    return v + flat_cat(hv, phi) / lam
-
-                x = conjugate_gradient(product, g_out, self.implicit_cg_steps, tol=0.0)
-            return x.detach(), loss.detach(), {m: v.detach() for m, v in metrics.items()}
-
-        parts = map_tasks(task, n) if self.batching == "threads" else [task(i) for i in range(n)]
-        total = torch.stack([p[0] for p in parts]).mean(0)
-        sizes = [meta["theta"][name].numel() for name in names]
-        grads = {"theta": {name: t.view_as(meta["theta"][name]) for name, t in zip(names, total.split(sizes))}}
-        loss = torch.stack([p[1] for p in parts]).mean()
-        metrics = {m: torch.stack([p[2][m] for p in parts]).mean() for m in parts[0][2]}
-        return grads, loss, metrics
+            x = conjugate_gradient(product, g_out, self.implicit_cg_steps, tol=0.0).detach()
+        grads = {name: t.view_as(p) for (name, p), t in zip(theta.items(), x.split(sizes))}
+        return {"theta": grads}, loss.detach(), {m: v.detach() for m, v in metrics.items()}
 
 
 def flat_cat(grads, like: Params) -> torch.Tensor:

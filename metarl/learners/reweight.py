@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from metarl.learners.base import Learner, mean_over_tasks
+from metarl.learners.base import Learner, mean_over_tasks, sgd_step
 from metarl.params import MetaParams, Params
 
 WEIGHTINGS = ("l2rw", "mwn", "none")
@@ -63,10 +63,7 @@ class ExampleReweighting(Learner):
 
     def step(self, meta: MetaParams, params: Params, data: Any, s: int) -> Params:
         """A plain SGD step on the support loss (the protocol's step; evaluation reports step 0)."""
-        with torch.enable_grad():
-            live = {k: v.detach().requires_grad_() for k, v in params.items()}
-            g = torch.autograd.grad(self.objective.inner_loss(live, data), list(live.values()))
-        return {k: v - self.inner_lr * d for (k, v), d in zip(params.items(), g)}
+        return sgd_step(self.objective, params, data, self.inner_lr)
 
     @staticmethod
     def example_weights(weight_net: Params, losses: torch.Tensor) -> torch.Tensor:
