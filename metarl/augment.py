@@ -35,3 +35,12 @@ def affine_augment(x: torch.Tensor, magnitudes: torch.Tensor, u: torch.Tensor) -
         raise ValueError(f"augmentation noise must be shaped ({x.shape[0]}, {NOISE_DIMS}), got {tuple(u.shape)}")
     grid = F.affine_grid(affine_matrices(magnitudes.to(x.dtype), u.to(x.dtype)), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def augmented(data, magnitudes: torch.Tensor | None):
+    """A support set as the loss sees it: (x, y, u) from a source that adds noise becomes (x', y) under
+    `magnitudes` (None: no augmentation, the noise is dropped); any other data is returned as it is."""
+    if not (isinstance(data, tuple) and len(data) == 3):
+        return data
+    x, y, u = data
+    return (x, y) if magnitudes is None else (affine_augment(x, magnitudes, u), y)

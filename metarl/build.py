@@ -155,7 +155,8 @@ def _learner(cfg: Config, objective, init: dict) -> Learner:
         return ArchitectureSearch(objective, init, lc.inner_lr, lc.first_order)
     if lc.algo == "reweight":
         return ExampleReweighting(objective, init, lc.weighting, lc.inner_lr, lc.weight_net_hidden,
-                                  generator=torch.Generator().manual_seed(cfg.seed))
+                                  generator=torch.Generator().manual_seed(cfg.seed), augmentation=lc.augmentation,
+                                  augment_magnitudes=lc.augment_magnitudes)
     if lc.algo == "reptile":
         return Reptile(objective, init, inner_lr=lc.inner_lr, inner_steps=lc.inner_steps, step_lr_scales=lc.step_lr_scales)
     return LSTMMetaLearner(objective, init, inner_steps=lc.inner_steps, hidden_size=lc.lstm_hidden,

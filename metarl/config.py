@@ -111,9 +111,9 @@ class LearnerConfig:
     implicit_cg_steps: int = 5
     """hypergradient implicit: conjugate-gradient iterations of the meta-gradient's linear solve."""
     augmentation: Literal["none", "fixed", "learned"] = "none"
-    """MAML on image tasks: the inner loss sees the support images under a random affine transform
-    (rotation, scale, shear, translation; metarl.augment) with augment_magnitudes, fixed or meta-learned
-    through the inner step (meta-parameter group "augment")."""
+    """MAML / reweight on image tasks: the inner (training) loss sees the support images under a random affine
+    transform (rotation, scale, shear, translation; metarl.augment) with augment_magnitudes, fixed or
+    meta-learned through the inner (lookahead) step (meta-parameter group "augment")."""
     augment_magnitudes: tuple[float, ...] = (0.2, 0.1, 0.1, 0.1)
     """Rotation (radians), log-scale, shear and translation (fraction of the half-width): each image's transform
     draws them uniformly in +-magnitude (the initial values when learned)."""
@@ -375,8 +375,13 @@ class Config:
                               "and the outer loss after the last step (learn_inner_lr, learn_step_scale, "
                               "step_loss_weights and step_loss mean are unrolled options)")
         if L.augmentation != "none":
-            if L.algo != "maml" or fam.is_rl or self.model.arch != "conv":
-                raise ConfigError("learner.augmentation needs learner.algo maml on an image task (model.arch conv)")
+            if L.algo not in ("maml", "reweight") or fam.is_rl or self.model.arch != "conv":
+                raise ConfigError("learner.augmentation needs learner.algo maml or reweight on an image task "
+                                  "(model.arch conv)")
+            if L.algo == "reweight" and L.augmentation == "learned" and L.weighting == "l2rw":
+                raise ConfigError("learner.augmentation learned with learner.algo reweight needs weighting none or "
+                                  "mwn (l2rw's lookahead is taken at zero weights, where it does not depend on the "
+                                  "augmentation)")
             if len(L.augment_magnitudes) != 4:
                 raise ConfigError("learner.augment_magnitudes needs 4 values (rotation, log-scale, shear, "
                                   f"translation), got {list(L.augment_magnitudes)}")

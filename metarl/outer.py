@@ -15,7 +15,8 @@ import math
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
-from torch.func import grad, jvp, vmap
+from torch.func import vmap
+from torch.utils._pytree import tree_flatten
 
 from metarl.errors import NonFiniteLossError
 from metarl.learners.base import Batch, Learner, at
@@ -90,8 +91,9 @@ class GradientStep:
 
 
 def conjugate_gradient(Avp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int = 10,
-                       tol: float = 1e-10) -> torch.Tensor:
-    """Approximately solve A x = b for a symmetric positive definite A given as a product function."""
+                       tol: float = 1e-10, with_product: bool = False):
+    """Approximately solve A x = b for a symmetric positive definite A given as a product function.
+    with_product: also return A x, known without another product as b - r (r the recursive residual)."""
     x = torch.zeros_like(b)
     r, p = b.clone(), b.clone()
     rr = r @ r
@@ -105,14 +107,14 @@ def conjugate_gradient(Avp: Callable[[torch.Tensor], torch.Tensor], b: torch.Ten
         rr_new = r @ r
         p = r + (rr_new / rr) * p
         rr = rr_new
-    return x
+    return (x, b - r) if with_product else x
 
 
 class TRPOStep:
     """TRPO's outer step on the learner's loss; its metrics must hold "kl", the mean KL(pi_old || pi).
     Settings (an OuterConfig): max_kl, cg_iters, cg_damping, ls_max_steps, ls_backtrack, hvp_task_fraction
     (the fraction of tasks whose KL drives the CG's products: rllab's subsampled Fisher), hvp ("autograd":
-    double backward through the adaptation; "gauss_newton": J^T F J v, see gauss_newton_kl_hvp)."""
+    double backward through the adaptation; "gauss_newton": J^T F J v, see GaussNewtonKL)."""
 
     def __init__(self, settings: "OuterConfig"):
         self.s = settings
@@ -121,15 +123,14 @@ class TRPOStep:
         s, reduce = self.s, problem.reduce
         x = flat.detach().clone().requires_grad_(True)
         loss, metrics = problem.loss(x, batch)
-        g = torch.autograd.grad(loss, x, retain_graph=True)[0]
+        g = torch.autograd.grad(loss, x, retain_graph=s.hvp == "autograd")[0]  # the autograd HVPs reuse the graph
         g, loss_all = reduce(g, loss.detach())
         _check_finite(float(loss_all), float(g.norm()))
         if s.hvp == "gauss_newton":
-            meta = detach(problem.layout.unflatten(x))
-            sub = self._hvp_batch(batch)
+            curvature = GaussNewtonKL(problem.learner, detach(problem.layout.unflatten(x)), self._hvp_batch(batch))
 
             def Hv(v: torch.Tensor) -> torch.Tensor:
-                hv = gauss_newton_kl_hvp(problem.learner, meta, sub, problem.layout.unflatten(v))
+                hv = curvature(problem.layout.unflatten(v))
                 return reduce(problem.layout.flatten(hv))[0] + s.cg_damping * v
         else:
             sub = self._hvp_batch(batch)
@@ -139,8 +140,8 @@ class TRPOStep:
             def Hv(v: torch.Tensor) -> torch.Tensor:
                 return reduce(torch.autograd.grad(grad_kl @ v, x, retain_graph=True)[0])[0] + s.cg_damping * v
 
-        step_dir = conjugate_gradient(Hv, g, s.cg_iters)
-        shs = 0.5 * (step_dir @ Hv(step_dir))
+        step_dir, H_step_dir = conjugate_gradient(Hv, g, s.cg_iters, with_product=True)  # one product fewer
+        shs = 0.5 * (step_dir @ H_step_dir)
         # the quadratic model 0.5 d^T H d of the KL equals max_kl at `full_step`
         full_step = step_dir / torch.sqrt(shs / s.max_kl).clamp_min(1e-12)
         old = float(loss_all)
@@ -172,27 +173,46 @@ class TRPOStep:
         pass
 
 
-def gauss_newton_kl_hvp(learner: Learner, meta: dict, batch: Batch, v: dict) -> dict:
-    """H v for H the Hessian of the mean KL(pi_old || pi_phi(theta)) at the params where pi_old = pi_phi.
+class GaussNewtonKL:
+    """Products with the Hessian of the mean KL(pi_old || pi_phi(theta)) at the params where pi_old = pi_phi.
 
     There the KL's gradient in phi vanishes, so H = mean_i J_i^T F_i J_i exactly, with J_i = d phi_i / d theta
-    = I - alpha H_inner,i (I for first order; symmetric) and F_i the KL Hessian in phi: two inner
-    Hessian-vector products and one outer one per task, all forward-over-reverse, instead of a third-order
-    backward. For one inner step with a fixed step size (MAML)."""
-    theta, vt = meta["theta"], v["theta"]
-    lr = learner.step_size(meta, 0)
-    objective, first_order = learner.objective, learner.first_order
+    = I - alpha H_inner,i (I for first order; symmetric) and F_i the KL Hessian in phi. The graphs are built
+    once per TRPO step (theta copied per task, each task's inner gradient kept with its graph; the KL's gradient
+    at phi likewise), so each product is three double-backward passes over the data (one for first order):
+    no forward is recomputed inside conjugate gradient and no third-order backward through the adaptation is
+    taken. For one inner step with a fixed step size (MAML)."""
 
-    def one(support, query):
-        inner_grad = lambda p: grad(objective.inner_loss)(p, support)  # noqa: E731
-        g, Hin_v = jvp(inner_grad, (theta,), (vt,))
-        phi = {k: theta[k] - lr[k] * g[k] for k in theta}
-        Jv = vt if first_order else {k: vt[k] - lr[k] * Hin_v[k] for k in vt}
-        _, FJv = jvp(grad(lambda p: objective.outer_loss(p, query)[1]["kl"]), (phi,), (Jv,))
-        if first_order:
-            return FJv
-        _, Hin_FJv = jvp(inner_grad, (theta,), (FJv,))
-        return {k: FJv[k] - lr[k] * Hin_FJv[k] for k in FJv}
+    def __init__(self, learner: Learner, meta: dict, batch: Batch):
+        objective, self.first_order = learner.objective, learner.first_order
+        self.lr = learner.step_size(meta, 0)
+        support, query = at(batch.support, 0), at(batch.query, 0)
+        theta = meta["theta"]
+        self.names = list(theta)
+        n = tree_flatten(support)[0][0].shape[0]
+        self.theta = [theta[k].detach().unsqueeze(0).repeat(n, *([1] * theta[k].dim())).requires_grad_()
+                      for k in self.names]
+        with torch.enable_grad():
+            inner = vmap(objective.inner_loss)(dict(zip(self.names, self.theta)), support).sum()
+            self.inner_grad = torch.autograd.grad(inner, self.theta, create_graph=not self.first_order)
+            self.phi = [(t - self.lr[k] * g).detach().requires_grad_()
+                        for k, t, g in zip(self.names, self.theta, self.inner_grad)]
+            kl = vmap(lambda p, q: objective.outer_loss(p, q)[1]["kl"])(dict(zip(self.names, self.phi)), query).sum()
+            self.kl_grad = torch.autograd.grad(kl, self.phi, create_graph=True)
 
-    hv = vmap(one)(at(batch.support, 0), at(batch.query, 0))
-    return {"theta": {k: t.mean(0) for k, t in hv.items()}}
+    @staticmethod
+    def _product(grads, leaves, vectors) -> tuple[torch.Tensor, ...]:
+        """(d/d leaves) sum grads . vectors: each task's Hessian times its own vector."""
+        return torch.autograd.grad(sum((g * v).sum() for g, v in zip(grads, vectors)), leaves, retain_graph=True)
+
+    def _jacobian(self, vectors):
+        """J_i v_i = v_i - alpha H_inner,i v_i (J is symmetric: also J^T)."""
+        if self.first_order:
+            return vectors
+        hv = self._product(self.inner_grad, self.theta, vectors)
+        return [v - self.lr[k] * h for k, v, h in zip(self.names, vectors, hv)]
+
+    def __call__(self, v: dict) -> dict:
+        per_task = [v["theta"][k].unsqueeze(0).expand_as(t) for k, t in zip(self.names, self.theta)]
+        fjv = self._product(self.kl_grad, self.phi, self._jacobian(per_task))
+        return {"theta": {k: x.mean(0) for k, x in zip(self.names, self._jacobian(fjv))}}

@@ -97,7 +97,9 @@ def test_config_checks_augmentation():
     from metarl.errors import ConfigError
 
     for cfg, message in [
-        ({"learner": {"augmentation": "learned"}}, "needs learner.algo maml on an image task"),
+        ({"learner": {"augmentation": "learned"}}, "needs learner.algo maml or reweight on an image task"),
+        ({"task": {"name": "NoisyOmniglot"}, "model": {"arch": "conv"},
+          "learner": {"algo": "reweight", "weighting": "l2rw", "augmentation": "learned"}}, "needs weighting none or mwn"),
         ({"task": {"name": "Omniglot"}, "model": {"arch": "conv"}, "learner": {"augment_magnitudes": [0.1] * 4}},
          "augment_magnitudes is not used with learner.augmentation none"),
         ({"task": {"name": "Omniglot"}, "model": {"arch": "conv"},
@@ -105,3 +107,46 @@ def test_config_checks_augmentation():
     ]:
         with pytest.raises(ConfigError, match=message):
             from_dict(Config, cfg).validate()
+
+
+@pytest.mark.parametrize("weighting", ["none", "mwn"])
+def test_reweighting_learns_the_magnitudes_through_its_lookahead_step(weighting):
+    """The small-data problem's learner: d L_val(theta - alpha grad_theta L_train(theta; x under m)) / d m."""
+    from metarl.augment import augmented
+    from metarl.learners import ExampleReweighting
+
+    g = torch.Generator().manual_seed(2)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Tanh(), nn.Linear(8, 3))
+    for p in model.parameters():
+        p.data = torch.randn(p.shape, generator=g) * 0.5
+    objective = SupervisedObjective(model, "cross_entropy")
+    learner = ExampleReweighting(objective, parameters_of(model), weighting, inner_lr=0.4, weight_net_hidden=5,
+                                 augmentation="learned", augment_magnitudes=(0.3, 0.2, 0.1, 0.15))
+    train = (images(g, 1, 6), torch.arange(3).repeat(1, 2), torch.rand(1, 6, NOISE_DIMS, generator=g) * 2 - 1)
+    val = (images(g, 1, 5), torch.tensor([[0, 1, 2, 0, 1]]))
+    meta = learner.init_meta_params()
+    got = learner.meta_gradient(meta, train, val)[0]["augment"]["magnitudes"]
+
+    one = (train[0][0], train[1][0], train[2][0])
+    # mwn's weights are values (of the detached losses), held at those of the current magnitudes
+    w = learner.example_weights(meta["weight_net"], objective.example_losses(
+        meta["theta"], augmented(one, meta["augment"]["magnitudes"]))) if weighting == "mwn" else 1.0
+
+    def val_after_lookahead(m):
+        theta = {k: v.clone().requires_grad_() for k, v in meta["theta"].items()}
+        losses = objective.example_losses(theta, augmented(one, m))
+        d = torch.autograd.grad((w * losses).mean(), list(theta.values()))
+        return objective.inner_loss({k: theta[k] - 0.4 * v for k, v in zip(theta, d)}, (val[0][0], val[1][0]))
+
+    m, eps = meta["augment"]["magnitudes"], 1e-6
+    for i in range(4):
+        fd = (val_after_lookahead(m + eps * torch.eye(4)[i]) - val_after_lookahead(m - eps * torch.eye(4)[i])) / (2 * eps)
+        torch.testing.assert_close(got[i], fd, rtol=1e-5, atol=1e-10)
+    assert got.abs().min() > 0
+    # the network itself moves along the augmented training loss's gradient
+    fixed = ExampleReweighting(objective, parameters_of(model), "none", augmentation="fixed",
+                               augment_magnitudes=(0.3, 0.2, 0.1, 0.15))
+    plain = ExampleReweighting(objective, parameters_of(model), "none")
+    a = fixed.meta_gradient(fixed.init_meta_params(), train, val)[0]["theta"]
+    b = plain.meta_gradient(plain.init_meta_params(), train[:2], val)[0]["theta"]
+    assert "augment" not in fixed.init_meta_params() and max((a[k] - b[k]).abs().max() for k in a) > 1e-4

@@ -11,7 +11,7 @@ from envs.navigation import Navigation2DTasks
 from metarl.config import OuterConfig
 from metarl.learners import MAML, Reptile
 from metarl.models import parameters_of
-from metarl.outer import GradientStep, MetaProblem, TRPOStep, conjugate_gradient, gauss_newton_kl_hvp
+from metarl.outer import GaussNewtonKL, GradientStep, MetaProblem, TRPOStep, conjugate_gradient
 from metarl.optim import FlatAdam
 from metarl.params import FlatLayout
 from metarl.rl.objective import RLObjective
@@ -127,7 +127,7 @@ def test_first_order_meta_gradient_differs_from_second_order():
 
 
 @pytest.mark.parametrize("first_order", [False, True])
-def test_gauss_newton_kl_hvp_equals_autograd_hvp_at_the_old_params(first_order):
+def test_gauss_newton_kl_product_equals_autograd_hvp_at_the_old_params(first_order):
     learner, meta, support, query = rl_case(first_order=first_order)
     # at the params that sampled the query data the KL's gradient in phi vanishes: there H = J^T F J exactly
     phi = learner.adapt_path(meta, support, 1)[1]
@@ -138,7 +138,7 @@ def test_gauss_newton_kl_hvp_equals_autograd_hvp_at_the_old_params(first_order):
     _, hv = torch.autograd.functional.hvp(kl, layout.flatten(meta), v)
     from metarl.learners.base import Batch
 
-    gn = gauss_newton_kl_hvp(learner, meta, Batch({}, support, query), layout.unflatten(v))
+    gn = GaussNewtonKL(learner, meta, Batch({}, support, query))(layout.unflatten(v))
     assert torch.allclose(layout.flatten(gn), hv, atol=1e-10, rtol=1e-8)
 
 
@@ -204,6 +204,9 @@ def test_conjugate_gradient_solves_spd_system():
     b = torch.randn(6, generator=gen, dtype=torch.float64)
     x = conjugate_gradient(lambda v: A @ v, b, iters=20)
     assert torch.allclose(A @ x, b, atol=1e-8)
+    # stopped early, the product it returns is still A x (TRPO's step length uses it instead of one more product)
+    x, Ax = conjugate_gradient(lambda v: A @ v, b, iters=3, with_product=True)
+    assert not torch.allclose(A @ x, b, atol=1e-3) and torch.allclose(Ax, A @ x, atol=1e-10)
 
 
 # ---------------------------------------------------------------- with rollouts
@@ -246,6 +249,36 @@ def test_trpo_step_respects_the_kl_bound_and_improves(max_kl):
     loss_new, metrics = problem.loss(flat, batch)
     assert 0.1 * max_kl < float(metrics["kl"]) <= max_kl  # uses the trust region, stays inside
     assert float(loss_new) < float(loss_old)
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.5])
+def test_trpo_gauss_newton_fast_path_takes_the_autograd_paths_step(fraction):
+    """The fast path (graphs built once, J^T F J products) against the plain one (double backward of the KL
+    through the adaptation), float64, on a sampled batch: same search direction, same accepted step."""
+    from torch.utils._pytree import tree_map
+
+    from metarl.learners.base import Batch
+
+    learner, source, flat, layout = nav_setup(T=4, E=3, H=10)
+    batch, _ = source.train_batch(0, learner, layout.unflatten(flat))
+    learner.objective.policy.double()
+    double = lambda tree: tree_map(lambda t: t.double() if t.is_floating_point() else t, tree)  # noqa: E731
+    start = flat.double()
+    support = double(batch.support)
+    # the old policy of the query data recomputed in float64: the adapted params where the KL is zero
+    phi = learner.adapt_path(layout.unflatten(start), support, 1)[1]
+    batch = Batch(batch.tasks, support, [with_old_policy(learner.objective.policy, double(batch.query[0]), phi)])
+    moved = {}
+    for hvp in ("autograd", "gauss_newton"):
+        x = start.clone()
+        # a damping that conditions the system: with 1e-5, 10 CG iterations on this nearly singular KL Hessian
+        # amplify the products' last-digit differences (1e-16) to 1e-4 in the step; the operators are equal
+        settings = OuterConfig(optimizer="trpo", hvp=hvp, hvp_task_fraction=fraction, max_kl=1e-3, cg_damping=0.1)
+        info = TRPOStep(settings).step(x, batch, MetaProblem(learner, layout))
+        assert info["accepted"] == 1.0
+        moved[hvp] = x - start
+    torch.testing.assert_close(moved["gauss_newton"], moved["autograd"], rtol=1e-9, atol=1e-12)
+    assert moved["autograd"].abs().max() > 1e-4
 
 
 @pytest.mark.parametrize("outer", ["trpo", "ppo"])

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch.func import grad
 
-from metarl.augment import MAGNITUDES, affine_augment
+from metarl.augment import MAGNITUDES, augmented
 from metarl.learners.base import Learner, Objective, mean_over_tasks, normalised_weights
 from metarl.outer import conjugate_gradient
 from metarl.params import MetaParams, Params
@@ -126,12 +126,12 @@ class MAML(Learner):
 
     def support_data(self, meta: MetaParams, data: Any) -> Any:
         """The data the inner loss sees: support images augmented when the source added noise (x, y, u)."""
-        if self.augmentation == "none" or not (isinstance(data, tuple) and len(data) == 3):
+        if self.augmentation == "none":
             return data
-        x, y, u = data
+        ref = next(iter(meta["theta"].values()))
         magnitudes = meta["augment"]["magnitudes"] if self.augmentation == "learned" \
-            else torch.tensor(self.augment_magnitudes, dtype=x.dtype, device=x.device)
-        return affine_augment(x, magnitudes, u), y
+            else torch.tensor(self.augment_magnitudes, dtype=ref.dtype, device=ref.device)
+        return augmented(data, magnitudes)
 
     def inner_gradient(self, params: Params, data: Any, first_order: bool | None = None) -> Params:
         """grad L_inner(params, data), in the graph unless first order (or no graph is being recorded)."""

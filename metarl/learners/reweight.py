@@ -14,6 +14,12 @@ l_i(theta) the loss of training example i and alpha the lookahead step (learner.
                theta'(psi) = theta - alpha grad_theta mean_i w_i l_i(theta)
                direction for psi = grad_psi L_val(theta'(psi)), for theta = grad_theta mean_i w_i l_i(theta)
 
+With `augmentation` fixed or learned the training images are seen under a random affine transform (metarl.augment)
+with magnitudes m; learned: m is the meta-parameter group "augment", moved along the lookahead's hypergradient
+    theta'(m) = theta - alpha grad_theta mean_i w_i l_i(theta; x_i under m),   direction for m = grad_m L_val(theta'(m))
+(weighting none or mwn, mwn's weights held at their values; l2rw's lookahead starts at eps = 0, where theta' does
+not depend on m).
+
 The outer step (Adam / SGD) moves theta and psi along these directions, like Reptile's update it is not the
 gradient of one loss. Nothing adapts per task at test time: evaluation reports the metrics of theta (step 0).
 """
@@ -24,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from metarl.augment import MAGNITUDES, augmented
 from metarl.learners.base import Learner, mean_over_tasks, sgd_step
 from metarl.params import MetaParams, Params
 
@@ -34,9 +41,19 @@ class ExampleReweighting(Learner):
     needs_query = True
 
     def __init__(self, objective, init_params: Params, weighting: str = "l2rw", inner_lr: float = 0.1,
-                 weight_net_hidden: int = 100, generator: torch.Generator | None = None):
+                 weight_net_hidden: int = 100, generator: torch.Generator | None = None, augmentation: str = "none",
+                 augment_magnitudes: tuple[float, ...] = (0.2, 0.1, 0.1, 0.1)):
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+        if augmentation not in ("none", "fixed", "learned"):
+            raise ValueError(f"augmentation must be none, fixed or learned, got {augmentation!r}")
+        if augmentation == "learned" and weighting == "l2rw":
+            raise ValueError("learned augmentation needs weighting none or mwn (l2rw's lookahead is taken at zero "
+                             "weights, where it does not depend on the augmentation)")
+        if augmentation != "none" and len(augment_magnitudes) != len(MAGNITUDES):
+            raise ValueError(f"augment_magnitudes needs {len(MAGNITUDES)} values ({', '.join(MAGNITUDES)}), got "
+                             f"{list(augment_magnitudes)}")
+        self.augmentation, self.augment_magnitudes = augmentation, tuple(float(m) for m in augment_magnitudes)
         if not inner_lr > 0:
             raise ValueError(f"inner_lr must be positive, got {inner_lr}")
         if not hasattr(objective, "example_losses"):
@@ -56,14 +73,25 @@ class ExampleReweighting(Learner):
         meta: MetaParams = {"theta": {k: v.clone() for k, v in self._init.items()}}
         if self.weighting == "mwn":
             meta["weight_net"] = {k: v.clone() for k, v in self._weight_net.items()}
+        if self.augmentation == "learned":
+            ref = next(iter(self._init.values()))
+            meta["augment"] = {"magnitudes": torch.tensor(self.augment_magnitudes, dtype=ref.dtype, device=ref.device)}
         return meta
+
+    def _magnitudes(self, meta: MetaParams) -> torch.Tensor | None:
+        if self.augmentation == "none":
+            return None
+        if self.augmentation == "learned":
+            return meta["augment"]["magnitudes"]
+        ref = next(iter(meta["theta"].values()))
+        return torch.tensor(self.augment_magnitudes, dtype=ref.dtype, device=ref.device)
 
     def start(self, meta: MetaParams) -> Params:
         return meta["theta"]
 
     def step(self, meta: MetaParams, params: Params, data: Any, s: int) -> Params:
         """A plain SGD step on the support loss (the protocol's step; evaluation reports step 0)."""
-        return sgd_step(self.objective, params, data, self.inner_lr)
+        return sgd_step(self.objective, params, augmented(data, self._magnitudes(meta)), self.inner_lr)
 
     @staticmethod
     def example_weights(weight_net: Params, losses: torch.Tensor) -> torch.Tensor:
@@ -77,10 +105,20 @@ class ExampleReweighting(Learner):
     def _one(self, meta: MetaParams, train: Any, val: Any):
         theta = {k: v.requires_grad_() for k, v in meta["theta"].items()}
         names = list(theta)
+        learned = {"magnitudes": meta["augment"]["magnitudes"].requires_grad_()} if self.augmentation == "learned" \
+            else {}
         with torch.enable_grad():
-            losses = self.objective.example_losses(theta, train)
+            magnitudes = learned["magnitudes"] if learned else self._magnitudes(meta)
+            losses = self.objective.example_losses(theta, augmented(train, magnitudes))
             metrics: dict[str, torch.Tensor] = {}
-            if self.weighting == "none":
+            if self.weighting == "none" and learned:
+                g = torch.autograd.grad(losses.mean(), [theta[k] for k in names], create_graph=True)
+                ahead = {k: theta[k] - self.inner_lr * d for k, d in zip(names, g)}
+                val_loss = self.objective.inner_loss(ahead, val)
+                aug_grads = dict(zip(learned, torch.autograd.grad(val_loss, list(learned.values()), retain_graph=True)))
+                weights = torch.full_like(losses, 1.0 / len(losses))
+                metrics["val_loss"] = val_loss.detach()
+            elif self.weighting == "none":
                 weights = torch.full_like(losses, 1.0 / len(losses))
             elif self.weighting == "l2rw":
                 eps = torch.zeros_like(losses, requires_grad=True)
@@ -96,12 +134,19 @@ class ExampleReweighting(Learner):
                 g = torch.autograd.grad((w * losses).mean(), [theta[k] for k in names], create_graph=True)
                 ahead = {k: theta[k] - self.inner_lr * d for k, d in zip(names, g)}
                 val_loss = self.objective.inner_loss(ahead, val)
-                psi_grads = dict(zip(psi, torch.autograd.grad(val_loss, list(psi.values()))))
+                # kept: the direction below goes back through the same training losses
+                meta_grads = torch.autograd.grad(val_loss, [*psi.values(), *learned.values()], retain_graph=bool(learned))
+                psi_grads = dict(zip(psi, meta_grads[:len(psi)]))
+                aug_grads = dict(zip(learned, meta_grads[len(psi):]))
                 weights = w.detach() / len(losses)
                 metrics["val_loss"] = val_loss.detach()
             direction = torch.autograd.grad((weights * losses).sum(), [theta[k] for k in names])
         grads = {"theta": dict(zip(names, direction))}
         if self.weighting == "mwn":
             grads["weight_net"] = psi_grads
+        if learned:
+            grads["augment"] = aug_grads
+            for name, m in zip(("rotation", "log_scale", "shear", "shift"), learned["magnitudes"].detach()):
+                metrics[f"augment_{name}"] = m.abs()
         metrics["weight_spread"] = (weights * len(losses)).std().detach()  # 0 when every example counts alike
         return grads, losses.mean().detach(), metrics
