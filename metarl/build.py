@@ -60,7 +60,8 @@ class Run:
         if o.optimizer == "trpo":
             return TRPOStep(o)
         lr = (lambda it: cosine_lr(o.lr, it, iterations)) if o.lr_decay == "cosine" else (lambda it: o.lr)
-        return GradientStep(FlatSGD(flat) if o.optimizer == "sgd" else FlatAdam(flat), lr, o.epochs, o.grad_clip)
+        return GradientStep(FlatSGD(flat) if o.optimizer == "sgd" else FlatAdam(flat), lr, o.epochs, o.grad_clip,
+                            o.minibatches)
 
 
 def build(cfg: Config, rank: int = 0, world: int = 1, device: torch.device | None = None) -> Run:
@@ -75,7 +76,9 @@ def build(cfg: Config, rank: int = 0, world: int = 1, device: torch.device | Non
         dist.dtype = dtype
     init_gen = torch.Generator().manual_seed(cfg.seed)
     try:
-        if fam.is_rl:
+        if fam.is_rl and cfg.learner.algo == "rl2":
+            model, objective = _recurrent_policy(cfg, fam, dist, init_gen, device, dtype)
+        elif fam.is_rl:
             model, objective = _policy(cfg, fam, dist, init_gen, device, dtype)
         else:
             model, objective = _network(cfg, dist, init_gen)
@@ -126,14 +129,30 @@ def _network(cfg: Config, dist, generator: torch.Generator):
     return model, SupervisedObjective(model, dist.loss)
 
 
-def _policy(cfg: Config, fam, dist, generator: torch.Generator, device: torch.device, dtype: torch.dtype):
-    from metarl.rl.objective import RLObjective
-    from metarl.rl.policy import GaussianMLPPolicy
-
+def _spaces(cfg: Config, fam, dist) -> tuple[int, int]:
+    """(observation, action) sizes of the family's env."""
     probe = fam.batched_env(dist, 1, 1, cfg.task.horizon or fam.horizon, device="cpu",
                             **({"backend": "cpu"} if fam.backends else {}))
     obs_dim, act_dim = int(probe.single_observation_space.shape[0]), int(probe.single_action_space.shape[0])
     probe.close()
+    return obs_dim, act_dim
+
+
+def _recurrent_policy(cfg: Config, fam, dist, generator: torch.Generator, device: torch.device, dtype: torch.dtype):
+    from metarl.learners.rl2 import RecurrentObjective
+    from metarl.rl.recurrent import GRUGaussianPolicy
+
+    m = cfg.model
+    policy = GRUGaussianPolicy(*_spaces(cfg, fam, dist), m.hidden[0], m.init_std, generator=generator,
+                               last_layer_scale=m.last_layer_scale, action_scale=m.action_scale).to(device, dtype)
+    return policy, RecurrentObjective(policy, cfg.outer.ppo_clip)
+
+
+def _policy(cfg: Config, fam, dist, generator: torch.Generator, device: torch.device, dtype: torch.dtype):
+    from metarl.rl.objective import RLObjective
+    from metarl.rl.policy import GaussianMLPPolicy
+
+    obs_dim, act_dim = _spaces(cfg, fam, dist)
     m = cfg.model
     policy = GaussianMLPPolicy(obs_dim, act_dim, m.hidden, m.activation, m.init_std, generator=generator,
                                last_layer_scale=m.last_layer_scale, action_scale=m.action_scale).to(device, dtype)
@@ -157,6 +176,10 @@ def _learner(cfg: Config, objective, init: dict) -> Learner:
         return ExampleReweighting(objective, init, lc.weighting, lc.inner_lr, lc.weight_net_hidden,
                                   generator=torch.Generator().manual_seed(cfg.seed), augmentation=lc.augmentation,
                                   augment_magnitudes=lc.augment_magnitudes)
+    if lc.algo == "rl2":
+        from metarl.learners.rl2 import RL2
+
+        return RL2(objective, init)
     if lc.algo == "reptile":
         return Reptile(objective, init, inner_lr=lc.inner_lr, inner_steps=lc.inner_steps, step_lr_scales=lc.step_lr_scales)
     return LSTMMetaLearner(objective, init, inner_steps=lc.inner_steps, hidden_size=lc.lstm_hidden,
@@ -169,9 +192,15 @@ def _source(cfg: Config, fam, dist, objective, model, device, dtype, rank: int, 
         return SupervisedSource(dist, objective, B, cfg.seed, device, t.k_support, t.k_query, e.k_support, e.k_query,
                                 rank, world, cfg.model.batch_norm if cfg.model.arch == "conv" else None,
                                 augment=cfg.learner.augmentation != "none")
+    r = cfg.rl
+    if cfg.learner.algo == "rl2":
+        from metarl.rl.trials import TrialSource
+
+        return TrialSource(fam, dist, model, B, cfg.seed, device, r.episodes_per_task, r.trial_episodes,
+                           t.horizon or fam.horizon, dtype, r.gamma, r.gae_lambda, r.normalize_advantages, r.backend,
+                           e.episodes_per_task, rank, world)
     from metarl.rl.source import RolloutSource
 
-    r = cfg.rl
     return RolloutSource(fam, dist, model, B, cfg.seed, device, r.episodes_per_task, t.horizon or fam.horizon, dtype,
                          r.gamma, r.gae_lambda, r.normalize_advantages, r.compile_sampler, r.backend,
                          e.episodes_per_task, rank, world)

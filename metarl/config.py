@@ -51,7 +51,8 @@ class ModelConfig:
     """Supervised: mlp, conv (the MAML paper's 4-block conv net, classification), or cells (a network of
     searched or derived conv cells, metarl.darts). RL: a Gaussian mlp policy."""
     hidden: tuple[int, ...] = (40, 40)
-    """Hidden layer widths of the mlp (RL: of the policy's mean; the MAML paper: 100, 100)."""
+    """Hidden layer widths of the mlp (RL: of the policy's mean; the MAML paper: 100, 100). learner.algo rl2:
+    one width, the GRU's hidden units."""
     activation: Literal["relu", "tanh", "silu", "gelu", "softplus"] = "relu"
     """Hidden-layer nonlinearity of the mlp."""
     input_scale: float = 1.0
@@ -86,11 +87,12 @@ class ModelConfig:
 
 @dataclass
 class LearnerConfig:
-    algo: Literal["maml", "reptile", "lstm", "reweight", "darts"] = "maml"
+    algo: Literal["maml", "reptile", "lstm", "reweight", "darts", "rl2"] = "maml"
     """maml (second order; first_order: FOMAML; learn_inner_lr: Meta-SGD), reptile, lstm (Ravi & Larochelle),
     reweight (learned example weights on a clean validation set, supervised: learner.weighting; weighting
     none is plain training), darts (architecture search of model.arch cells; first_order: first-order DARTS).
-    With an RL task family: MAML-RL / Reptile-RL, the outer step from outer.optimizer."""
+    With an RL task family: MAML-RL / Reptile-RL, the outer step from outer.optimizer; or rl2 (RL², a GRU
+    policy that adapts in context over rl.trial_episodes episodes, trained with outer.optimizer ppo)."""
     inner_steps: int = 1
     """Adaptation steps per task in training (RL: each step collects fresh episodes with the adapted policy)."""
     inner_lr: float = 0.01
@@ -156,7 +158,9 @@ class OuterConfig:
     grad_clip: float = 0.0
     """Clip the meta-gradient's global norm to this value; 0 turns clipping off."""
     epochs: int = 1
-    """Outer gradient steps per batch (ppo: its epochs, e.g. 5)."""
+    """Outer gradient passes per batch (ppo: its epochs, e.g. 5)."""
+    minibatches: int = 1
+    """Steps per pass: the batch's tasks split into this many groups (ppo's minibatches)."""
     ppo_clip: float = 0.2
     """ppo: clipping range of the importance ratio."""
     max_kl: float = 0.01
@@ -191,6 +195,10 @@ class RLSettings:
     collections after a compile of some seconds."""
     backend: Literal["auto", "cpu", "cpu-batch", "cpu-threads", "warp"] = "auto"
     """MuJoCo physics: auto (warp with CUDA and mujoco_warp, else cpu), cpu, cpu-batch, cpu-threads, warp."""
+    trial_episodes: int = 2
+    """learner.algo rl2: episodes per trial in training (the GRU's state carries across them; a fresh state
+    each trial). episodes_per_task is then the number of trials per task (eval.episodes_per_task likewise;
+    evaluation trials last eval.steps + 1 episodes)."""
 
 
 @dataclass
@@ -320,7 +328,7 @@ class Config:
             "model.init_std": self.model.init_std, "model.last_layer_scale": self.model.last_layer_scale,
             "model.action_scale": self.model.action_scale, "learner.inner_steps": L.inner_steps,
             "learner.inner_lr": L.inner_lr, "learner.lstm_hidden": L.lstm_hidden, "outer.lr": O.lr,
-            "outer.epochs": O.epochs, "outer.max_kl": O.max_kl, "outer.cg_iters": O.cg_iters,
+            "outer.epochs": O.epochs, "outer.minibatches": O.minibatches, "outer.max_kl": O.max_kl, "outer.cg_iters": O.cg_iters,
             "outer.ls_max_steps": O.ls_max_steps, "rl.episodes_per_task": self.rl.episodes_per_task,
             "train.iterations": T.iterations, "train.meta_batch_size": T.meta_batch_size,
             "train.eval_tasks": T.eval_tasks, "train.checkpoint_every": T.checkpoint_every,
@@ -358,6 +366,15 @@ class Config:
                 raise ConfigError(f"model.genotype: {e}") from None
         check_ranges(positive={"model.cells": self.model.cells, "model.nodes": self.model.nodes},
                      non_negative={"learner.retrain_iterations": L.retrain_iterations})
+        if L.algo == "rl2":
+            if not fam.is_rl:
+                raise ConfigError("learner.algo rl2 is a recurrent policy for RL task families (e.g. Navigation2D)")
+            if O.optimizer != "ppo":
+                raise ConfigError(f"learner.algo rl2 trains with outer.optimizer ppo, got {O.optimizer}")
+            if len(self.model.hidden) != 1:
+                raise ConfigError("learner.algo rl2: model.hidden is the GRU's width, one value (e.g. [64]), got "
+                                  f"{list(self.model.hidden)}")
+            check_ranges(positive={"rl.trial_episodes": self.rl.trial_episodes})
         if L.algo == "reweight" and fam.is_rl:
             raise ConfigError("learner.algo reweight weighs supervised examples: use a supervised task family "
                               "(e.g. NoisyOmniglot)")
@@ -451,6 +468,12 @@ def unused_keys(cfg: Config, rl: bool, has_backends: bool) -> dict[str, str]:
              "learner.algo reweight")
         if L.weighting != "mwn":
             mark(["learner.weight_net_hidden"], f"learner.weighting {L.weighting}")
+    if L.algo != "rl2":
+        mark(["rl.trial_episodes"], f"learner.algo {L.algo}")
+    else:
+        mark([f"learner.{k}" for k in ("inner_steps", "inner_lr", "first_order", "learn_inner_lr", "inner_lr_per_step",
+                                       "learn_step_scale", "step_lr_scales", "step_loss", "step_loss_weights",
+                                       "estimator")] + ["model.activation", "rl.compile_sampler"], "learner.algo rl2")
     if L.algo != "lstm":
         mark(["learner.lstm_hidden"], f"learner.algo {L.algo}")
     else:
@@ -468,7 +491,8 @@ def unused_keys(cfg: Config, rl: bool, has_backends: bool) -> dict[str, str]:
     if L.hypergradient != "implicit":
         mark(["learner.implicit_lambda", "learner.implicit_cg_steps"], f"learner.hypergradient {L.hypergradient}")
     if O.optimizer == "trpo":
-        mark(["outer.lr", "outer.lr_decay", "outer.grad_clip", "outer.epochs"], "outer.optimizer trpo")
+        mark(["outer.lr", "outer.lr_decay", "outer.grad_clip", "outer.epochs", "outer.minibatches"],
+             "outer.optimizer trpo")
     else:
         mark([f"outer.{k}" for k in _TRPO_KEYS], f"outer.optimizer {O.optimizer}")
     if O.optimizer != "ppo":

@@ -60,27 +60,41 @@ def _check_finite(loss: float, grad_norm: float) -> None:
 
 
 class GradientStep:
-    """`epochs` steps of a flat Adam / SGD per batch, each on a fresh meta-gradient (nothing applied when the
-    loss or the gradient is not finite). The learning rate comes from `lr(iteration)`."""
+    """`epochs` passes of a flat Adam / SGD per batch, each pass one step per minibatch of tasks (a fresh
+    meta-gradient each; nothing applied when the loss or the gradient is not finite). The learning rate comes
+    from `lr(iteration)`. minibatches > 1: each pass splits the tasks into that many groups, in an order drawn
+    from the iteration's own generator (PPO's minibatch epochs; every rank splits its own share alike)."""
 
     def __init__(self, optimizer: FlatAdam | FlatSGD, lr: Callable[[int], float], epochs: int = 1,
-                 grad_clip: float = 0.0):
+                 grad_clip: float = 0.0, minibatches: int = 1):
         self.optimizer, self.lr, self.epochs, self.grad_clip = optimizer, lr, int(epochs), float(grad_clip)
+        self.minibatches = int(minibatches)
+
+    def _parts(self, batch: Batch, iteration: int, epoch: int) -> list[Batch]:
+        if self.minibatches == 1:
+            return [batch]
+        n = batch.num_tasks
+        if n < self.minibatches:
+            raise ValueError(f"outer.minibatches {self.minibatches} is more than the {n} tasks of a batch")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(iteration * 1009 + epoch))
+        return [batch.take(part) for part in order.tensor_split(self.minibatches)]
 
     def step(self, flat: torch.Tensor, batch: Batch, problem: MetaProblem, iteration: int) -> dict[str, float]:
         out: dict[str, float] = {}
         for epoch in range(self.epochs):
-            g, loss, metrics = problem.gradient(flat, batch)
-            norm = float(torch.linalg.vector_norm(g))
-            loss_f = float(loss)
-            _check_finite(loss_f, norm)
-            if self.grad_clip > 0 and norm > self.grad_clip:  # clip_grad_norm_'s rule, with the norm at hand
-                g = g * (self.grad_clip / (norm + 1e-6))
-            self.optimizer.step(g, self.lr(iteration))
-            if epoch == 0:
-                out = {"meta_loss": loss_f, "grad_norm": norm, **{k: float(v) for k, v in metrics.items()}}
-            elif epoch == self.epochs - 1:
-                out["meta_loss_last_epoch"] = loss_f
+            for i, part in enumerate(self._parts(batch, iteration, epoch)):
+                g, loss, metrics = problem.gradient(flat, part)
+                norm = float(torch.linalg.vector_norm(g))
+                loss_f = float(loss)
+                _check_finite(loss_f, norm)
+                if self.grad_clip > 0 and norm > self.grad_clip:  # clip_grad_norm_'s rule, with the norm at hand
+                    g = g * (self.grad_clip / (norm + 1e-6))
+                self.optimizer.step(g, self.lr(iteration))
+                if epoch == 0 and i == 0:
+                    out = {"meta_loss": loss_f, "grad_norm": norm, **{k: float(v) for k, v in metrics.items()}}
+                elif epoch == self.epochs - 1 and self.epochs > 1:
+                    out["meta_loss_last_epoch"] = loss_f
+                    out.update({f"{k}_last_epoch": float(v) for k, v in metrics.items() if k == "kl"})
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -33,6 +33,8 @@ def small(path: Path, run_dir: Path) -> Config:
     flags = COMMON + SMALL["rl" if fam.is_rl else "supervised"] + SMALL.get(fam.name, [])
     if cfg.model.arch in ("conv", "cells"):
         flags = [f for f in flags if f != "--model.hidden"]
+    if cfg.learner.algo == "rl2":  # the GRU's one width; no more minibatches than the 2 tasks
+        flags += ["--model.hidden", "8", "--outer.minibatches", str(min(2, cfg.outer.minibatches))]
     flags += ["--run_dir", str(run_dir)]
     return from_dict(Config, merge_dicts(to_dict(cfg), parse_flags(Config, flags))).validate()
 
@@ -45,7 +47,7 @@ def test_every_config_loads_and_validates():
         families.add((envs.family(cfg.task.name).is_rl, cfg.learner.algo, cfg.outer.optimizer))
     # supervised MAML / Reptile / LSTM, meta-RL with TRPO, PPO and Reptile: all through one schema
     assert {(False, "maml", "adam"), (False, "reptile", "adam"), (False, "lstm", "adam"), (True, "maml", "trpo"),
-            (True, "maml", "ppo"), (True, "reptile", "sgd")} <= families
+            (True, "maml", "ppo"), (True, "reptile", "sgd"), (True, "rl2", "ppo")} <= families
 
 
 def _skip_without_what_it_needs(cfg: Config) -> None:

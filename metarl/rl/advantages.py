@@ -6,13 +6,15 @@ import torch
 from metarl.rl.sampler import Rollouts
 
 
-def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
-    """R_t = r_t + gamma * R_{t+1} over the last dim (time), 0 after termination."""
+def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float, carry: bool = False) -> torch.Tensor:
+    """R_t = r_t + gamma * R_{t+1} over the last dim (time), 0 after termination. carry: masked steps are
+    skipped instead (an RL² trial: the return of an episode that ended early includes the next episodes')."""
     out = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[..., 0])
     for t in range(rewards.shape[-1] - 1, -1, -1):
-        running = (rewards[..., t] + gamma * running) * mask[..., t]
-        out[..., t] = running
+        m = mask[..., t]
+        running = (rewards[..., t] + gamma * running) * m + (running * (1 - m) if carry else 0)
+        out[..., t] = running * m
     return out
 
 
@@ -47,16 +49,24 @@ def fit_linear_baseline(obs: torch.Tensor, returns: torch.Tensor, mask: torch.Te
     return ((X @ coef).reshape(returns.shape) * mask.double()).to(returns.dtype)
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
-    """Generalised advantage estimation over the last dim; V after the horizon or termination is 0."""
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float,
+        carry: bool = False) -> torch.Tensor:
+    """Generalised advantage estimation over the last dim; V after the horizon or termination is 0.
+    carry: masked steps are skipped instead (the next valid step follows; see discounted_returns)."""
     adv = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[..., 0])
     next_value = torch.zeros_like(rewards[..., 0])
     for t in range(rewards.shape[-1] - 1, -1, -1):
+        m = mask[..., t]
         delta = rewards[..., t] + gamma * next_value - values[..., t]
-        running = (delta + gamma * lam * running) * mask[..., t]
-        adv[..., t] = running
-        next_value = values[..., t] * mask[..., t]
+        if carry:
+            running = (delta + gamma * lam * running) * m + running * (1 - m)
+            next_value = values[..., t] * m + next_value * (1 - m)
+            adv[..., t] = running * m
+        else:
+            running = (delta + gamma * lam * running) * m
+            next_value = values[..., t] * m
+            adv[..., t] = running
     return adv
 
 
@@ -69,11 +79,13 @@ def normalize_per_task(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -
     return (x - mean) / torch.sqrt(var + eps) * mask
 
 
-def process_rollouts(r: Rollouts, gamma: float = 0.99, gae_lambda: float = 1.0, normalize: bool = True) -> dict[str, torch.Tensor]:
-    """The per-task data of a collection: obs, actions, mask, advantages, rewards (all leading (T, E, H))."""
-    returns = discounted_returns(r.rewards, r.mask, gamma)
+def process_rollouts(r: Rollouts, gamma: float = 0.99, gae_lambda: float = 1.0, normalize: bool = True,
+                     carry: bool = False) -> dict[str, torch.Tensor]:
+    """The per-task data of a collection: obs, actions, mask, advantages, rewards (all leading (T, E, H)).
+    carry: the time axis is a trial of several episodes whose returns flow across masked steps (RL²)."""
+    returns = discounted_returns(r.rewards, r.mask, gamma, carry)
     values = fit_linear_baseline(r.obs, returns, r.mask)
-    adv = gae(r.rewards, values, r.mask, gamma, gae_lambda)
+    adv = gae(r.rewards, values, r.mask, gamma, gae_lambda, carry)
     if normalize:
         adv = normalize_per_task(adv, r.mask)
     return {"obs": r.obs, "actions": r.actions, "mask": r.mask, "advantages": adv, "rewards": r.rewards}
