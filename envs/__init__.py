@@ -32,6 +32,26 @@ def _one_torch_thread() -> None:
 os.register_at_fork(after_in_child=_one_torch_thread)
 
 
+def _metaworld(dist, num_tasks, episodes_per_task, horizon, device="cpu", **kw):
+    from envs.meta_world import make_batched as make_metaworld
+
+    return make_metaworld(dist, num_tasks, episodes_per_task, horizon, device=device, **kw)
+
+
+def _metaworld_tasks(benchmark: str):
+    def factory(**options):
+        from envs import meta_world
+
+        return (meta_world.ml1_tasks if benchmark == "ML1" else meta_world.ml10_tasks)(**options)
+    return factory
+
+
+def _metaworld_single(**kw):
+    from envs.meta_world import single_env
+
+    return single_env(**kw)
+
+
 def _navigation(dist, num_tasks, episodes_per_task, horizon, device="cpu", **kw):
     from envs.navigation import BatchedNavigation2D
 
@@ -43,6 +63,10 @@ for _dist in (SinusoidTasks, OmniglotTasks, NoisyOmniglotTasks):
 register(TaskFamily("Navigation2D", Navigation2DTasks, "envs.navigation:Navigation2DEnv", NAV_HORIZON, _navigation))
 for _dist in MUJOCO_TASKS:
     register(TaskFamily(_dist.name, _dist, single_env_entry_point(_dist), _dist.horizon, make_batched, BACKENDS))
+# Meta-World: the optional extra (pip install -e .[metaworld]); registered always, imported on first use
+for _bench in ("ML1", "ML10"):
+    register(TaskFamily(f"MetaWorld{_bench}", _metaworld_tasks(_bench),
+                        partial(_metaworld_single, benchmark=_bench), 500, _metaworld))
 
 __all__ = [
     "Episode",

@@ -19,6 +19,11 @@ import torch
 
 Split = Literal["train", "test"]
 TaskBatch = dict[str, torch.Tensor]
+
+
+class EnvFailure(RuntimeError):
+    """An environment raised during a rollout (e.g. in a vector env's worker process): training stops with
+    this message and keeps its last checkpoint."""
 SPLITS = ("train", "test")
 
 

@@ -22,6 +22,16 @@ class NonFiniteLossError(MetaRLError):
         self.iteration, self.value = iteration, loss
 
 
+class RolloutError(MetaRLError):
+    """An environment failed during a rollout (envs.base.EnvFailure); training stops, the last checkpoint kept."""
+
+    def __init__(self, iteration: int, cause: str, checkpoint: str | None):
+        kept = (f"; the last checkpoint is kept at {checkpoint} (continue with --resume)" if checkpoint
+                else "; no checkpoint had been written yet")
+        super().__init__(f"environment failure at iteration {iteration}: {cause}{kept}")
+        self.iteration = iteration
+
+
 class TrainingInterrupted(MetaRLError):
     """Ctrl-C during training: says which checkpoint survived and how to continue."""
 

@@ -27,12 +27,13 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from envs.base import EnvFailure
 from metarl import distributed
 from metarl.build import build, resolve_device
 from metarl.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from metarl.compiling import compile_with_fallback
 from metarl.config import Config, to_dict
-from metarl.errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingInterrupted
+from metarl.errors import CheckpointError, ConfigError, NonFiniteLossError, RolloutError, TrainingInterrupted
 from metarl.evaluate import Evaluator, eval_metrics, format_summary
 from metarl.logger import make_logger
 from metarl.outer import MetaProblem
@@ -109,7 +110,11 @@ class Trainer:
 
     def step(self) -> dict[str, float]:
         """One outer iteration; raises NonFiniteLossError (nothing applied) on a NaN/inf loss or gradient."""
-        batch, metrics = self.source.train_batch(self.iteration, self.learner, self.meta)
+        try:
+            batch, metrics = self.source.train_batch(self.iteration, self.learner, self.meta)
+        except EnvFailure as e:
+            kept = str(self.checkpoint_path) if self.checkpoint_path.exists() else None
+            raise RolloutError(self.iteration, str(e), kept) from e
         try:
             metrics.update(self.outer.step(self.flat, batch, self.problem, self.iteration))
         except NonFiniteLossError as e:

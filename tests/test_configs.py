@@ -54,6 +54,8 @@ def _skip_without_what_it_needs(cfg: Config) -> None:
     fam = envs.family(cfg.task.name)
     if fam.backends and importlib.util.find_spec("mujoco") is None:
         pytest.skip("MuJoCo is not installed (the mujoco extra)")
+    if fam.name.startswith("MetaWorld") and importlib.util.find_spec("metaworld") is None:
+        pytest.skip("Meta-World is not installed (the metaworld extra)")
     if fam.name in ("Omniglot", "NoisyOmniglot"):
         archives = str(cfg.task.options.get("archives", "images_background_small1,images_background_small2")).split(",")
         if not all((default_data_dir() / f"{a.strip()}.zip").is_file() for a in archives):

@@ -50,6 +50,8 @@ class Rollouts:
     rewards: torch.Tensor  # (T, E, H), 0 after termination
     mask: torch.Tensor  # (T, E, H), 1.0 while the episode is running, 0.0 after it terminated
     log_probs: torch.Tensor  # (T, E, H): log pi(a|s) of the sampling policy
+    #: (T, E): whether the env's success flag was raised in the episode, for envs that report one (Meta-World)
+    success: torch.Tensor | None = None
 
     @property
     def episode_returns(self) -> torch.Tensor:
@@ -137,12 +139,14 @@ class BatchedSampler:
         def tasks_first(buf: torch.Tensor) -> torch.Tensor:  # (H, T*E, ...) -> (T, E, H, ...)
             return buf.view(H, T, E, *buf.shape[2:]).movedim(0, 2).clone()
 
+        success = getattr(env, "episode_success", None)
         return Rollouts(
             obs=tasks_first(self._obs),
             actions=tasks_first(self._act),
             rewards=tasks_first(self._rew),
             mask=tasks_first(mask),
             log_probs=tasks_first(self._logp),
+            success=None if success is None else success.to(obs.device).view(T, E).clone(),
         )
 
     # Shared and per-task params go through separate functions, so that each compiles to its own graph.

@@ -88,6 +88,9 @@ class RolloutSource(Source):
         returns = [float(r.episode_returns.mean()) for _, r, _ in path]
         metrics = {"return_pre": returns[0], **{f"return_step{s}": x for s, x in enumerate(returns[1:-1], 1)},
                    "return_post": returns[-1], "env_steps": float(sum(r.num_steps for _, r, _ in path))}
+        if path[0][1].success is not None:  # Meta-World: the success rate before and after adaptation
+            metrics.update(success_pre=float(path[0][1].success.float().mean()),
+                           success_post=float(path[-1][1].success.float().mean()))
         return Batch(tasks, support, query), metrics
 
     def evaluate(self, learner: Learner, meta: MetaParams, tasks: TaskBatch, steps: int, generator: torch.Generator,
@@ -97,7 +100,8 @@ class RolloutSource(Source):
         tasks = to_device(tasks, self.device)
         path = self.rollout_path(learner, meta, tasks, steps, steps + 1, self.rollout_generator(generator),
                                  self.eval_episodes)
-        per_step = [{"return": r.episode_returns.mean(1)} for _, r, _ in path]
+        per_step = [{"return": r.episode_returns.mean(1),
+                     **({} if r.success is None else {"success": r.success.float().mean(1)})} for _, r, _ in path]
         n, shown = min(plot_tasks, num_tasks(tasks)), sorted({0, steps})
         trace = {"tasks": to_device(take(tasks, slice(n)), "cpu"), "steps": shown,
                  "obs": {s: path[s][1].obs[:n, :3].cpu() for s in shown},

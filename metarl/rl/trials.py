@@ -34,7 +34,8 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 @dataclass
 class Trials(Rollouts):
-    """Rollouts whose time axis is a trial of `episodes` episodes of `horizon` steps, plus the policy inputs."""
+    """Rollouts whose time axis is a trial of `episodes` episodes of `horizon` steps, plus the policy inputs
+    (success, when the env reports it: (T, E, N), per episode)."""
 
     inputs: torch.Tensor = None  # (T, E, N * H, input_dim)
     episodes: int = 1
@@ -65,6 +66,7 @@ class TrialSampler:
         act_dim = policy.act_dim
         out: dict[str, list[torch.Tensor]] = {k: [] for k in ("obs", "inputs", "actions", "log_probs", "rewards", "mask")}
         h = last_a = last_r = None
+        successes = []
         for n in range(episodes):
             seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=generator.device))
             obs, _ = env.reset(seed=seed, options={"tasks": tasks} if n == 0 else None)
@@ -88,6 +90,8 @@ class TrialSampler:
                 last_r = torch.where(running, reward, last_r)
                 running = running & ~terminated.to(torch.bool)
                 obs = next_obs
+            if getattr(env, "episode_success", None) is not None:
+                successes.append(env.episode_success.to(obs.device).view(T, E).clone())
 
         def tasks_first(steps: list[torch.Tensor]) -> torch.Tensor:  # L x (T*E, ...) -> (T, E, L, ...)
             x = torch.stack(steps, 1)
@@ -96,7 +100,7 @@ class TrialSampler:
         return Trials(obs=tasks_first(out["obs"]), actions=tasks_first(out["actions"]),
                       rewards=tasks_first(out["rewards"]), mask=tasks_first(out["mask"]),
                       log_probs=tasks_first(out["log_probs"]), inputs=tasks_first(out["inputs"]), episodes=episodes,
-                      horizon=H)
+                      horizon=H, success=torch.stack(successes, -1) if successes else None)
 
 
 class TrialSource(Source):
@@ -144,6 +148,9 @@ class TrialSource(Source):
         metrics = {"return_pre": float(returns[0]), "return_post": float(returns[-1]),
                    **{f"return_episode{n}": float(r) for n, r in enumerate(returns[1:-1], 1)},
                    "env_steps": float(trials.num_steps)}
+        if trials.success is not None:
+            rate = trials.success.float().mean((0, 1))
+            metrics.update(success_pre=float(rate[0]), success_post=float(rate[-1]))
         return Batch(tasks, [data], []), metrics
 
     def evaluate(self, learner: Learner, meta: MetaParams, tasks: TaskBatch, steps: int, generator: torch.Generator,
@@ -153,7 +160,9 @@ class TrialSource(Source):
         trials = self.sampler(num_tasks(tasks), self.eval_trials).collect(
             meta["theta"], tasks, self.rollout_generator(generator), steps + 1)
         per_episode = trials.returns_per_episode().mean(1)  # (T, steps + 1)
-        per_step = [{"return": per_episode[:, s]} for s in range(steps + 1)]
+        per_step = [{"return": per_episode[:, s],
+                     **({} if trials.success is None else {"success": trials.success[:, :, s].float().mean(1)})}
+                    for s in range(steps + 1)]
         n, shown, H = min(plot_tasks, num_tasks(tasks)), sorted({0, steps}), trials.horizon
         episode = lambda x, s: x[:n, :3, s * H:(s + 1) * H].cpu()  # noqa: E731
         trace = {"tasks": to_device(take(tasks, slice(n)), "cpu"), "steps": shown,

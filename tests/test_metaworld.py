@@ -1,0 +1,103 @@
+"""Meta-World task families (the optional extra: pip install -e .[metaworld]): task parameters from Meta-World's
+own train/test split, sub-envs given their tasks, success flags, a failing sub-env stopping training with its
+checkpoint kept, and MAML-TRPO / RL² training through the one trainer. Every test here but the first skips
+without Meta-World; CI's default install has none (`tests/test_metaworld.py` runs where the extra is installed)."""
+import importlib.util
+
+import pytest
+import torch
+
+import envs
+from envs.base import EnvFailure
+
+HAS_METAWORLD = importlib.util.find_spec("metaworld") is not None
+needs_metaworld = pytest.mark.skipif(not HAS_METAWORLD, reason="Meta-World is not installed (pip install -e .[metaworld])")
+
+
+def test_a_failing_env_stops_training_with_its_checkpoint_kept(tmp_path, monkeypatch):
+    """Any family: an env that raises mid-rollout (as a vector env's worker does) ends the run with one message
+    that names the iteration and the checkpoint that survived, which resumes."""
+    from envs.navigation import BatchedNavigation2D
+    from metarl.config import Config, from_dict
+    from metarl.errors import RolloutError
+    from metarl.trainer import Trainer
+
+    def cfg(**train):
+        return from_dict(Config, {
+            "task": {"name": "Navigation2D", "horizon": 5}, "model": {"hidden": [8]},
+            "outer": {"optimizer": "ppo"}, "rl": {"episodes_per_task": 2},
+            "train": {"iterations": 3, "meta_batch_size": 2, "eval_every": 0, "checkpoint_every": 1, **train},
+            "eval": {"num_tasks": 2, "episodes_per_task": 2, "steps": 1},
+            "log": {"wandb": "disabled", "progress": False, "console": False}, "device": "cpu",
+            "run_dir": str(tmp_path / "run")}).validate()
+
+    calls = {"n": 0}
+    transition = BatchedNavigation2D.transition
+
+    def failing(state, actions):
+        calls["n"] += 1
+        if calls["n"] > 2 * 5:  # in the 2nd iteration's rollouts (2 collections of 5 steps per iteration)
+            raise EnvFailure("Navigation2D: a sub-env failed at step 1 of the rollout (RuntimeError: worker died)")
+        return transition(state, actions)
+
+    monkeypatch.setattr(BatchedNavigation2D, "transition", staticmethod(failing))
+    with pytest.raises(RolloutError, match=r"environment failure at iteration 1: .*worker died\); the last checkpoint "
+                                           r"is kept at .*checkpoint.pt \(continue with --resume\)"):
+        Trainer(cfg()).run()
+    monkeypatch.setattr(BatchedNavigation2D, "transition", staticmethod(transition))
+    resumed = cfg()
+    resumed.resume = True
+    assert Trainer(resumed).run()["iterations"] == 3
+
+
+@needs_metaworld
+def test_tasks_come_from_metaworlds_own_split_and_reach_their_sub_envs():
+    fam = envs.family("MetaWorldML1")
+    dist = fam.distribution(env_name="reach-v3")
+    assert dist.versions["metaworld"] == "3.1.1" and dist.versions["reward"] == "v2"
+    train = dist.sample(3, torch.Generator().manual_seed(0), "train")
+    test = dist.sample(3, torch.Generator().manual_seed(0), "test")
+    assert not bool(train["test"].any()) and bool(test["test"].all())
+    goal = lambda tasks, i: dist.task_objects(tasks)[1][i].data  # noqa: E731
+    assert goal(train, 0) != goal(test, 0)  # different goal lists for the two splits
+    env = fam.batched_env(dist, 3, 2, 20)
+    obs, _ = env.reset(seed=1, options={"tasks": test})
+    assert obs.shape == (6, 39) and env.single_action_space.shape == (4,)
+    targets = [sub.unwrapped._target_pos for sub in env._active.envs]
+    assert (targets[0] == targets[1]).all() and not (targets[0] == targets[2]).all()  # E episodes share a task
+    for _ in range(3):
+        obs, reward, terminated, truncated, _ = env.step(torch.zeros(6, 4))
+    assert reward.shape == (6,) and env.episode_success.shape == (6,) and not bool(truncated.any())
+    with pytest.raises(EnvFailure, match="failed at step 4"):
+        env.step(torch.zeros(6, 3))  # a sub-env raising (wrong action size)
+    env.close()
+
+
+@needs_metaworld
+def test_an_async_worker_failure_becomes_an_env_failure():
+    dist = envs.family("MetaWorldML1").distribution(env_name="reach-v3", vector="async")
+    env = envs.family("MetaWorldML1").batched_env(dist, 2, 1, 10)
+    env.reset(seed=0, options={"tasks": dist.sample(2, torch.Generator().manual_seed(0))})
+    with pytest.raises(EnvFailure, match="MetaWorldML1: a sub-env failed"):
+        env.step(torch.zeros(2, 3))
+    env.close()
+
+
+@needs_metaworld
+@pytest.mark.parametrize("algo", ["maml", "rl2"])
+def test_ml1_reach_trains_through_the_trainer(algo, tmp_path):
+    from metarl.config import Config, from_dict
+    from metarl.trainer import Trainer
+
+    learner = {"algo": "rl2"} if algo == "rl2" else {"algo": "maml", "inner_lr": 0.1}
+    outer = {"optimizer": "ppo"} if algo == "rl2" else {"optimizer": "trpo", "hvp": "gauss_newton"}
+    cfg = from_dict(Config, {
+        "task": {"name": "MetaWorldML1", "horizon": 10, "options": {"env_name": "reach-v3"}},
+        "model": {"hidden": [8] if algo == "rl2" else [8, 8]}, "learner": learner, "outer": outer,
+        "rl": {"episodes_per_task": 2}, "train": {"iterations": 1, "meta_batch_size": 2, "eval_every": 0},
+        "eval": {"num_tasks": 2, "episodes_per_task": 2, "steps": 1},
+        "log": {"wandb": "disabled", "progress": False, "console": False}, "device": "cpu",
+        "run_dir": str(tmp_path / algo)}).validate()
+    result = Trainer(cfg).run()
+    assert result["iterations"] == 1
+    assert set(result["eval"]) >= {"return", "success"}
