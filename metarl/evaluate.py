@@ -114,10 +114,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_checkpoint(checkpoint: str | Path, flags: list[str] = (), out: str | Path | None = None):
-    """Evaluate a checkpoint of any family with its own config, overridden by config flags (e.g.
-    ["--eval.num_tasks", "100"]); writes OUT (default RUN_DIR/evaluate.json) and its pictures.
-    Returns (summary, {name: path})."""
+def load_run(checkpoint: str | Path, flags: list[str] = ()):
+    """(config, built run, meta-parameters, checkpoint state) of a checkpoint, its config overridden by flags."""
     from metarl.build import build
     from metarl.checkpoint import load_checkpoint
     from metarl.config import Config, from_dict, merge_dicts, parse_flags
@@ -132,6 +130,14 @@ def evaluate_checkpoint(checkpoint: str | Path, flags: list[str] = (), out: str 
         meta = {g: {k: state["meta_params"][g][k].to(v) for k, v in d.items()} for g, d in meta.items()}
     except (KeyError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint {checkpoint} does not match this learner (meta-parameter {e})") from None
+    return cfg, run, meta, state
+
+
+def evaluate_checkpoint(checkpoint: str | Path, flags: list[str] = (), out: str | Path | None = None):
+    """Evaluate a checkpoint of any family with its own config, overridden by config flags (e.g.
+    ["--eval.num_tasks", "100"]); writes OUT (default RUN_DIR/evaluate.json) and its pictures.
+    Returns (summary, {name: path})."""
+    cfg, run, meta, state = load_run(checkpoint, flags)
     e = cfg.eval
     evaluator = Evaluator(run.source, e.num_tasks, e.steps, e.batch_size, e.seed, e.plot_tasks, cfg.log.progress)
     summary = evaluator.run(run.learner, meta)

@@ -1,7 +1,8 @@
 """Meta-World task families (the optional extra: pip install -e .[metaworld]): task parameters from Meta-World's
 own train/test split, sub-envs given their tasks, success flags, a failing sub-env stopping training with its
-checkpoint kept, and MAML-TRPO / RL² training through the one trainer. Every test here but the first skips
-without Meta-World; CI's default install has none (`tests/test_metaworld.py` runs where the extra is installed)."""
+checkpoint kept, MAML-TRPO / RL² training through the one trainer, and Meta-World's own evaluation of a checkpoint
+(marked slow). Every test here but the first skips without Meta-World; CI's default install has none: they run
+where the extra is installed (`pip install -e .[metaworld]`; the slow one with `-m slow`)."""
 import importlib.util
 
 import pytest
@@ -101,3 +102,31 @@ def test_ml1_reach_trains_through_the_trainer(algo, tmp_path):
     result = Trainer(cfg).run()
     assert result["iterations"] == 1
     assert set(result["eval"]) >= {"return", "success"}
+
+
+@needs_metaworld
+@pytest.mark.slow  # Meta-World's evaluation plays full 500-step episodes: about a minute each
+@pytest.mark.parametrize("algo", ["maml", "rl2"])
+def test_metaworlds_own_evaluation_scores_a_checkpoint(algo, tmp_path):
+    import json
+
+    from metarl.config import Config, from_dict
+    from metarl.metaworld_eval import evaluate
+    from metarl.trainer import Trainer
+
+    learner = {"algo": "rl2"} if algo == "rl2" else {"algo": "maml", "inner_lr": 0.1}
+    outer = {"optimizer": "ppo"} if algo == "rl2" else {"optimizer": "trpo", "hvp": "gauss_newton"}
+    cfg = from_dict(Config, {
+        "task": {"name": "MetaWorldML1", "horizon": 10, "options": {"env_name": "reach-v3"}},
+        "model": {"hidden": [8] if algo == "rl2" else [8, 8]}, "learner": learner, "outer": outer,
+        "rl": {"episodes_per_task": 2}, "train": {"iterations": 1, "meta_batch_size": 2, "eval_every": 0},
+        "eval": {"num_tasks": 2, "episodes_per_task": 1, "steps": 1},
+        "log": {"wandb": "disabled", "progress": False, "console": False}, "device": "cpu",
+        "run_dir": str(tmp_path / algo)}).validate()
+    Trainer(cfg).run()
+    result = evaluate(tmp_path / algo / "checkpoint.pt", tmp_path / "mw.json", repeats=2, meta_batch_size=2,
+                      adaptation_episodes=1, evaluation_episodes=1)
+    saved = json.loads((tmp_path / "mw.json").read_text())
+    assert (tmp_path / "mw.png").is_file() and saved["versions"]["mujoco"] == "3.3.0"
+    for split in ("train", "test"):
+        assert len(result[split]["success_per_repeat"]) == 2 and 0 <= result[split]["success_mean"] <= 1
