@@ -84,9 +84,8 @@ def test_an_async_worker_failure_becomes_an_env_failure():
     env.close()
 
 
-@needs_metaworld
-@pytest.mark.parametrize("algo", ["maml", "rl2"])
-def test_ml1_reach_trains_through_the_trainer(algo, tmp_path):
+def tiny_ml1_run(algo, run_dir):
+    """A 1-iteration ML1 reach-v3 run of MAML-TRPO or RL² at toy sizes."""
     from metarl.config import Config, from_dict
     from metarl.trainer import Trainer
 
@@ -98,8 +97,14 @@ def test_ml1_reach_trains_through_the_trainer(algo, tmp_path):
         "rl": {"episodes_per_task": 2}, "train": {"iterations": 1, "meta_batch_size": 2, "eval_every": 0},
         "eval": {"num_tasks": 2, "episodes_per_task": 2, "steps": 1},
         "log": {"wandb": "disabled", "progress": False, "console": False}, "device": "cpu",
-        "run_dir": str(tmp_path / algo)}).validate()
-    result = Trainer(cfg).run()
+        "run_dir": str(run_dir)}).validate()
+    return Trainer(cfg).run()
+
+
+@needs_metaworld
+@pytest.mark.parametrize("algo", ["maml", "rl2"])
+def test_ml1_reach_trains_through_the_trainer(algo, tmp_path):
+    result = tiny_ml1_run(algo, tmp_path / algo)
     assert result["iterations"] == 1
     assert set(result["eval"]) >= {"return", "success"}
 
@@ -110,20 +115,9 @@ def test_ml1_reach_trains_through_the_trainer(algo, tmp_path):
 def test_metaworlds_own_evaluation_scores_a_checkpoint(algo, tmp_path):
     import json
 
-    from metarl.config import Config, from_dict
     from metarl.metaworld_eval import evaluate
-    from metarl.trainer import Trainer
 
-    learner = {"algo": "rl2"} if algo == "rl2" else {"algo": "maml", "inner_lr": 0.1}
-    outer = {"optimizer": "ppo"} if algo == "rl2" else {"optimizer": "trpo", "hvp": "gauss_newton"}
-    cfg = from_dict(Config, {
-        "task": {"name": "MetaWorldML1", "horizon": 10, "options": {"env_name": "reach-v3"}},
-        "model": {"hidden": [8] if algo == "rl2" else [8, 8]}, "learner": learner, "outer": outer,
-        "rl": {"episodes_per_task": 2}, "train": {"iterations": 1, "meta_batch_size": 2, "eval_every": 0},
-        "eval": {"num_tasks": 2, "episodes_per_task": 1, "steps": 1},
-        "log": {"wandb": "disabled", "progress": False, "console": False}, "device": "cpu",
-        "run_dir": str(tmp_path / algo)}).validate()
-    Trainer(cfg).run()
+    tiny_ml1_run(algo, tmp_path / algo)
     result = evaluate(tmp_path / algo / "checkpoint.pt", tmp_path / "mw.json", repeats=2, meta_batch_size=2,
                       adaptation_episodes=1, evaluation_episodes=1)
     saved = json.loads((tmp_path / "mw.json").read_text())

@@ -48,8 +48,11 @@ class RolloutSource(Source):
         if key not in self._samplers:
             env = self.family.batched_env(self.dist, num_tasks, episodes, self.horizon, device=self.device,
                                           dtype=self.dtype, **self.env_kwargs)
-            self._samplers[key] = BatchedSampler(env, self.policy, compile=self.compile)
+            self._samplers[key] = self._new_sampler(env)
         return self._samplers[key]
+
+    def _new_sampler(self, env) -> BatchedSampler:
+        return BatchedSampler(env, self.policy, compile=self.compile)
 
     def protocol(self) -> dict[str, Any]:
         return {"episodes_per_task": self.eval_episodes, "horizon": self.horizon}

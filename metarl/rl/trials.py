@@ -22,12 +22,12 @@ import torch
 
 from envs.base import TaskBatch, num_tasks
 from envs.registry import TaskFamily
-from metarl.experience import Source
 from metarl.learners.base import Batch, Learner
 from metarl.params import MetaParams, take, to_device
 from metarl.rl.advantages import process_rollouts
 from metarl.rl.recurrent import GRUGaussianPolicy
 from metarl.rl.sampler import Rollouts, _torch_threads
+from metarl.rl.source import RolloutSource
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -103,44 +103,31 @@ class TrialSampler:
                       horizon=H, success=torch.stack(successes, -1) if successes else None)
 
 
-class TrialSource(Source):
-    headline = "return"
+class TrialSource(RolloutSource):
+    """RolloutSource's sizes, generators and sampler cache, with trials: `episodes` are trials per task."""
 
     def __init__(self, family: TaskFamily, distribution, policy: GRUGaussianPolicy, meta_batch_size: int, seed: int,
                  device: torch.device, trials_per_task: int, trial_episodes: int, horizon: int,
                  dtype: torch.dtype = torch.float32, gamma: float = 0.99, gae_lambda: float = 1.0,
                  normalize_advantages: bool = True, backend: str = "auto", eval_trials_per_task: int = 20,
                  rank: int = 0, world: int = 1):
-        super().__init__(distribution, meta_batch_size, seed, device, rank, world)
         if trial_episodes < 1:
             raise ValueError(f"a trial needs at least one episode, got {trial_episodes}")
-        self.family, self.policy = family, policy
-        self.trials, self.trial_episodes, self.eval_trials, self.horizon = trials_per_task, trial_episodes, \
-            eval_trials_per_task, horizon
-        self.dtype, self.gamma, self.gae_lambda, self.normalize = dtype, gamma, gae_lambda, normalize_advantages
-        self.env_kwargs = {"backend": backend} if family.backends else {}
-        self._samplers: dict[tuple[int, int], TrialSampler] = {}
+        super().__init__(family, distribution, policy, meta_batch_size, seed, device, trials_per_task, horizon, dtype,
+                         gamma, gae_lambda, normalize_advantages, False, backend, eval_trials_per_task, rank, world)
+        self.trial_episodes = trial_episodes
 
-    def sampler(self, num_tasks: int, trials: int) -> TrialSampler:
-        key = (num_tasks, trials)
-        if key not in self._samplers:
-            env = self.family.batched_env(self.dist, num_tasks, trials, self.horizon, device=self.device,
-                                          dtype=self.dtype, **self.env_kwargs)
-            self._samplers[key] = TrialSampler(env, self.policy)
-        return self._samplers[key]
+    def _new_sampler(self, env) -> TrialSampler:
+        return TrialSampler(env, self.policy)
 
     def protocol(self) -> dict[str, Any]:
-        return {"trials_per_task": self.eval_trials, "horizon": self.horizon,
+        return {"trials_per_task": self.eval_episodes, "horizon": self.horizon,
                 "adaptation": "in context: step s = episode s of a trial"}
-
-    def rollout_generator(self, generator: torch.Generator) -> torch.Generator:
-        seed = int(torch.randint(2**62, (1,), generator=generator))
-        return torch.Generator(device=self.device).manual_seed(seed)
 
     def train_batch(self, iteration: int, learner: Learner, meta: MetaParams) -> tuple[Batch, dict[str, float]]:
         gen = self.train_generator(iteration)
         tasks = to_device(self.mine(self.dist.sample(self.batch_size, gen, "train")), self.device)
-        trials = self.sampler(num_tasks(tasks), self.trials).collect(
+        trials = self.sampler(num_tasks(tasks), self.episodes).collect(
             meta["theta"], tasks, self.rollout_generator(gen), self.trial_episodes, shard=(self.shard[0], self.batch_size))
         data = process_rollouts(trials, self.gamma, self.gae_lambda, self.normalize, carry=True)
         data.update(inputs=trials.inputs, old_log_probs=trials.log_probs)
@@ -157,7 +144,7 @@ class TrialSource(Source):
                  plot_tasks: int = 0) -> tuple[list[dict[str, torch.Tensor]], dict[str, Any]]:
         """Per episode s = 0..steps of eval trials, per task: the average return of episode s."""
         tasks = to_device(tasks, self.device)
-        trials = self.sampler(num_tasks(tasks), self.eval_trials).collect(
+        trials = self.sampler(num_tasks(tasks), self.eval_episodes).collect(
             meta["theta"], tasks, self.rollout_generator(generator), steps + 1)
         per_episode = trials.returns_per_episode().mean(1)  # (T, steps + 1)
         per_step = [{"return": per_episode[:, s],
