@@ -14,7 +14,6 @@ Evaluation: per task, eval trials of steps + 1 episodes; the return of episode s
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +25,8 @@ from metarl.learners.base import Batch, Learner
 from metarl.params import MetaParams, take, to_device
 from metarl.rl.advantages import process_rollouts
 from metarl.rl.recurrent import GRUGaussianPolicy
-from metarl.rl.sampler import Rollouts, _torch_threads
+from metarl.rl.sampler import _HALF_LOG_2PI, Rollouts, _torch_threads
 from metarl.rl.source import RolloutSource
-
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 @dataclass
