@@ -63,7 +63,22 @@ META_COMPONENTS = [
     ("noisy_omniglot_clean", "small data (clean labels)", "baseline: no augmentation"),
     ("omniglot100_augment_learned", "small data (clean labels)", "learned augmentation magnitudes"),
     ("omniglot100_augment_fixed", "small data (clean labels)", "oracle: hand-set augmentation"),
+    ("noisy_omniglot_clean", "architecture (clean labels)", "hand-designed: the 4-block conv net"),
+    ("darts_omniglot", "architecture (clean labels)", "searched cell (DARTS), retrained from scratch"),
 ]
+
+
+def _meta_component_runs(config: str) -> list[tuple[dict, dict, dict]]:
+    """(record, final evaluation, config) of each seed of a config; DARTS: its one search + retrain run."""
+    if config == "darts_omniglot":
+        where = ROOT / "results" / "darts_omniglot"
+        paths = [where / "record.json"] if (where / "retrain_eval.json").is_file() else []
+        final = "retrain_eval.json"
+    else:
+        paths = sorted((ROOT / "results" / "meta_components" / config).glob("seed*/record.json"))
+        final = "eval.json"
+    return [(json.loads(p.read_text()), json.loads((p.parent / final).read_text()),
+             yaml.safe_load((p.parent / "config.yaml").read_text())) for p in paths if (p.parent / final).is_file()]
 
 
 def meta_components_table() -> list[str]:
@@ -74,28 +89,29 @@ def meta_components_table() -> list[str]:
     sys.path.insert(0, str(ROOT))
     from metarl.stats import seed_mean_ci95
 
-    base = ROOT / "results" / "meta_components"
     rows = []
     for config, problem, role in META_COMPONENTS:
-        seeds = sorted((base / config).glob("seed*/record.json"))
-        runs = [(json.loads(p.read_text()), json.loads((p.parent / "eval.json").read_text())) for p in seeds
-                if (p.parent / "eval.json").is_file()]
+        runs = _meta_component_runs(config)
         if not runs:
             continue
-        accs = [100 * e["accuracy"]["mean"][-1] for _, e in runs]
+        accs = [100 * e["accuracy"]["mean"][-1] for _, e, _ in runs]
         mean, ci = seed_mean_ci95(accs)
         cell = f"{mean:.1f} ± {ci:.1f}" if len(accs) > 1 else f"{mean:.1f} (one seed)"
-        wall = sum(r["wall_s"] for r, _ in runs) / len(runs)
-        rows.append(f"| {problem} | {role} | `configs/{config}.yaml` | {cell} | {', '.join(f'{a:.1f}' for a in accs)} "
-                    f"| {wall / 60:.0f} min | `results/meta_components/{config}/` |")
+        wall = sum(r["wall_s"] for r, _, _ in runs) / len(runs)
+        cfg = runs[0][2]
+        budget = (f"search {cfg['train']['iterations']} + retrain {cfg['learner']['retrain_iterations']}"
+                  if config == "darts_omniglot" else str(cfg["train"]["iterations"]))
+        where = "results/darts_omniglot/" if config == "darts_omniglot" else f"results/meta_components/{config}/"
+        rows.append(f"| {problem} | {role} | `configs/{config}.yaml` | {budget} | {cell} "
+                    f"| {', '.join(f'{a:.1f}' for a in accs)} | {wall / 60:.0f} min | `{where}` |")
     if not rows:
         return []
     return ["All things can be meta: 100-class Omniglot (15 training drawings per class, 1 clean validation drawing, "
-            "4 test drawings), a 4-block conv net trained for the same budget in every row; held-out accuracy %, "
+            "4 test drawings), a 4-block conv net (DARTS: its searched cell) trained for the budget shown; held-out accuracy %, "
             "mean ± 95% CI over seeds (Student's t), and the mean wall time per run on 2 CPU cores (runs shared "
             "the cores with another training run: see each record's note):", "",
-            "| problem | what is meta-learned | config | accuracy | per seed | wall time | files |",
-            "| --- | --- | --- | --- | --- | --- | --- |", *rows, ""]
+            "| problem | what is meta-learned | config | iterations | accuracy | per seed | wall time | files |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |", *rows, ""]
 
 
 def tables() -> str:
@@ -103,7 +119,7 @@ def tables() -> str:
     for path in sorted((ROOT / "results").glob("**/record.json")):
         if path.parent.parent.name == "omniglot" and (path.parent / "eval.json").is_file():
             continue  # in the Omniglot table
-        if "meta_components" in path.parts:
+        if "meta_components" in path.parts or path.parent.name == "darts_omniglot":
             continue  # in the meta-components table
         record = json.loads(path.read_text())
         where = f"`{path.parent.relative_to(ROOT).as_posix()}/`"
