@@ -44,7 +44,7 @@ def omniglot_table() -> list[str]:
         cell = lambda i: f"{100 * acc['mean'][i]:.1f} ± {100 * acc['ci95'][i]:.1f}"  # noqa: E731
         rows.append(f"| {algo} | {ways}-way {protocol['k_support']}-shot | {protocol.get('batch_norm', 'transductive')} "
                     f"| {cell(0)} | {cell(-1)} (after {summary['steps'][-1]}) | {summary['num_tasks']} "
-                    f"| {summary.get('iteration', '')} | {record['wall_s'] / 60:.0f} min | `{path.parent.relative_to(ROOT).as_posix()}/` |")
+                    f"| {summary.get('iteration', '')} | {record.get('total_wall_s', record['wall_s']) / 60:.0f} min | `{path.parent.relative_to(ROOT).as_posix()}/` |")
     if not rows:
         return []
     return ["Omniglot, small archives (train: images_background_small1; test: the alphabets only small2 has); "
