@@ -133,7 +133,7 @@ def tables() -> str:
             if retrain.is_file() and genotype.is_file():  # an architecture search and its retrained cell
                 result = (f"search network: {result}; derived cell `{json.loads(genotype.read_text())['genotype']}` "
                           f"retrained: {_steps(json.loads(retrain.read_text()))}")
-            runs.append(f"| `{record['command'].split('scripts/', 1)[-1]}` | {result} | {record['wall_s']:.0f} s "
+            runs.append(f"| `{record['command'].split('scripts/', 1)[-1]}` | {result} | {record.get('total_wall_s', record['wall_s']):.0f} s "
                         f"({machine}{note}) | {where} |")
         elif "figures" in record:
             figures = ", ".join(f"{k} {v:,.0f}" if abs(v) >= 1000 else f"{k} {v:.4g}" for k, v in record["figures"].items()
