@@ -128,10 +128,16 @@ class TRPOStep:
     """TRPO's outer step on the learner's loss; its metrics must hold "kl", the mean KL(pi_old || pi).
     Settings (an OuterConfig): max_kl, cg_iters, cg_damping, ls_max_steps, ls_backtrack, hvp_task_fraction
     (the fraction of tasks whose KL drives the CG's products: rllab's subsampled Fisher), hvp ("autograd":
-    double backward through the adaptation; "gauss_newton": J^T F J v, see GaussNewtonKL)."""
+    double backward through the adaptation; "gauss_newton": J^T F J v, see GaussNewtonKL).
+
+    The line search's first trial: the full step, whose quadratic KL model is max_kl, shrunk by the last accepted
+    step's ratio of measured to modelled KL when the model fell short (KL ~ step^2, so by 1 / sqrt(ratio), with a
+    2% margin): with a subsampled Fisher the model is often a few percent low, and the full step would be
+    rejected every iteration at the cost of one more adaptation and forward. The ratio is state (checkpointed)."""
 
     def __init__(self, settings: "OuterConfig"):
         self.s = settings
+        self.kl_ratio = 1.0  # measured / modelled KL of the last accepted step
 
     def step(self, flat: torch.Tensor, batch: Batch, problem: MetaProblem, iteration: int = 0) -> dict[str, float]:
         s, reduce = self.s, problem.reduce
@@ -161,7 +167,7 @@ class TRPOStep:
         old = float(loss_all)
         info = {"meta_loss": old, "grad_norm": float(g.norm()), "accepted": 0.0, "kl": 0.0, "step_frac": 0.0,
                 "loss_after": old}
-        frac = 1.0
+        frac = min(1.0, 0.98 / math.sqrt(self.kl_ratio)) if self.kl_ratio > 1 else 1.0
         with torch.no_grad():
             for _ in range(s.ls_max_steps):
                 cand = flat - frac * full_step
@@ -170,6 +176,8 @@ class TRPOStep:
                 if new_loss < old and new_kl <= s.max_kl:
                     flat.copy_(cand)
                     info.update(accepted=1.0, kl=new_kl, step_frac=frac, loss_after=new_loss)
+                    if new_kl > 0:
+                        self.kl_ratio = new_kl / (s.max_kl * frac * frac)
                     break
                 frac *= s.ls_backtrack
         return info
@@ -181,10 +189,10 @@ class TRPOStep:
         return batch if n_sub >= n else batch.take(torch.linspace(0, n - 1, n_sub).round().long())
 
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        return {"kl_ratio": self.kl_ratio}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        self.kl_ratio = float(state.get("kl_ratio", 1.0))  # checkpoints before the ratio existed: none yet
 
 
 class GaussNewtonKL:

@@ -281,6 +281,25 @@ def test_trpo_gauss_newton_fast_path_takes_the_autograd_paths_step(fraction):
     assert moved["autograd"].abs().max() > 1e-4
 
 
+def test_trpo_line_search_starts_from_the_last_measured_kl_ratio_and_checkpoints_it():
+    learner, source, flat, layout = nav_setup()
+    problem, step = MetaProblem(learner, layout), TRPOStep(OuterConfig(optimizer="trpo", max_kl=0.01))
+    batch, _ = source.train_batch(0, learner, layout.unflatten(flat))
+    info = step.step(flat, batch, problem)
+    assert info["accepted"] == 1.0
+    ratio = info["kl"] / (0.01 * info["step_frac"] ** 2)
+    assert step.kl_ratio == pytest.approx(ratio) and step.state_dict() == {"kl_ratio": step.kl_ratio}
+    step.kl_ratio = 1.21  # the model fell 21% short last time: the first trial is 0.98 / 1.1 of the full step
+    batch, _ = source.train_batch(1, learner, layout.unflatten(flat))
+    info = step.step(flat, batch, problem)
+    assert info["step_frac"] == pytest.approx(0.98 / 1.1 * 0.8 ** round(math.log(info["step_frac"] * 1.1 / 0.98, 0.8)))
+    fresh = TRPOStep(OuterConfig(optimizer="trpo"))
+    fresh.load_state_dict({"kl_ratio": 1.5})
+    assert fresh.kl_ratio == 1.5
+    fresh.load_state_dict({})  # a checkpoint from before the ratio was kept
+    assert fresh.kl_ratio == 1.0
+
+
 @pytest.mark.parametrize("outer", ["trpo", "ppo"])
 def test_same_seed_same_returns(outer):
     runs = []
