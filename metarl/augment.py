@@ -44,3 +44,28 @@ def augmented(data, magnitudes: torch.Tensor | None):
         return data
     x, y, u = data
     return (x, y) if magnitudes is None else (affine_augment(x, magnitudes, u), y)
+
+
+def check_augmentation(augmentation: str, magnitudes) -> tuple[float, ...]:
+    """A learner's augmentation setting (none, fixed, learned) and its magnitudes, checked; the magnitudes as floats."""
+    if augmentation not in ("none", "fixed", "learned"):
+        raise ValueError(f"augmentation must be none, fixed or learned, got {augmentation!r}")
+    if augmentation != "none" and len(magnitudes) != len(MAGNITUDES):
+        raise ValueError(f"augment_magnitudes needs {len(MAGNITUDES)} values ({', '.join(MAGNITUDES)}), got "
+                         f"{list(magnitudes)}")
+    return tuple(float(m) for m in magnitudes)
+
+
+def magnitudes_tensor(values: tuple[float, ...], like: torch.Tensor) -> torch.Tensor:
+    """The 4 magnitudes as a tensor of `like`'s dtype and device (the "augment" group's initial value)."""
+    return torch.tensor(values, dtype=like.dtype, device=like.device)
+
+
+def current_magnitudes(meta: dict, augmentation: str, fixed: tuple[float, ...]) -> torch.Tensor | None:
+    """The magnitudes a learner augments with: None (none), the meta-parameter group "augment" (learned), or the
+    fixed values on theta's dtype and device."""
+    if augmentation == "none":
+        return None
+    if augmentation == "learned":
+        return meta["augment"]["magnitudes"]
+    return magnitudes_tensor(fixed, next(iter(meta["theta"].values())))

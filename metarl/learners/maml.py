@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch.func import grad
 
-from metarl.augment import MAGNITUDES, augmented
+from metarl.augment import augmented, check_augmentation, current_magnitudes, magnitudes_tensor
 from metarl.learners.base import Learner, Objective, mean_over_tasks, normalised_weights
 from metarl.outer import conjugate_gradient
 from metarl.params import MetaParams, Params
@@ -75,15 +75,11 @@ class MAML(Learner):
             raise ValueError("the implicit hypergradient needs a fixed step size and the outer loss of the last step")
         self.hypergradient, self.truncate_steps = hypergradient, int(truncate_steps)
         self.implicit_lambda, self.implicit_cg_steps = float(implicit_lambda), int(implicit_cg_steps)
-        if augmentation not in ("none", "fixed", "learned"):
-            raise ValueError(f"augmentation must be none, fixed or learned, got {augmentation!r}")
-        if augmentation != "none" and len(augment_magnitudes) != len(MAGNITUDES):
-            raise ValueError(f"augment_magnitudes needs {len(MAGNITUDES)} values ({', '.join(MAGNITUDES)}), got "
-                             f"{list(augment_magnitudes)}")
+        self.augment_magnitudes = check_augmentation(augmentation, augment_magnitudes)
         if augmentation == "learned" and hypergradient == "implicit":
             raise ValueError("learned augmentation needs the unrolled or truncated hypergradient (the implicit one "
                              "differentiates the initialisation only)")
-        self.augmentation, self.augment_magnitudes = augmentation, tuple(float(m) for m in augment_magnitudes)
+        self.augmentation = augmentation
 
     def init_meta_params(self) -> MetaParams:
         meta: MetaParams = {"theta": {k: v.clone() for k, v in self._init.items()}}
@@ -95,8 +91,7 @@ class MAML(Learner):
             ref = next(iter(self._init.values()))
             meta["log_step_scale"] = {"steps": torch.zeros(self.inner_steps, dtype=ref.dtype, device=ref.device)}
         if self.augmentation == "learned":
-            ref = next(iter(self._init.values()))
-            meta["augment"] = {"magnitudes": torch.tensor(self.augment_magnitudes, dtype=ref.dtype, device=ref.device)}
+            meta["augment"] = {"magnitudes": magnitudes_tensor(self.augment_magnitudes, next(iter(self._init.values())))}
         return meta
 
     def step_size(self, meta: MetaParams, s: int) -> dict[str, Any]:
@@ -128,10 +123,7 @@ class MAML(Learner):
         """The data the inner loss sees: support images augmented when the source added noise (x, y, u)."""
         if self.augmentation == "none":
             return data
-        ref = next(iter(meta["theta"].values()))
-        magnitudes = meta["augment"]["magnitudes"] if self.augmentation == "learned" \
-            else torch.tensor(self.augment_magnitudes, dtype=ref.dtype, device=ref.device)
-        return augmented(data, magnitudes)
+        return augmented(data, current_magnitudes(meta, self.augmentation, self.augment_magnitudes))
 
     def inner_gradient(self, params: Params, data: Any, first_order: bool | None = None) -> Params:
         """grad L_inner(params, data), in the graph unless first order (or no graph is being recorded)."""

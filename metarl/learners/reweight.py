@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from metarl.augment import MAGNITUDES, augmented
+from metarl.augment import augmented, check_augmentation, current_magnitudes, magnitudes_tensor
 from metarl.learners.base import Learner, mean_over_tasks, sgd_step
 from metarl.params import MetaParams, Params
 
@@ -45,15 +45,11 @@ class ExampleReweighting(Learner):
                  augment_magnitudes: tuple[float, ...] = (0.2, 0.1, 0.1, 0.1)):
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
-        if augmentation not in ("none", "fixed", "learned"):
-            raise ValueError(f"augmentation must be none, fixed or learned, got {augmentation!r}")
+        self.augment_magnitudes = check_augmentation(augmentation, augment_magnitudes)
         if augmentation == "learned" and weighting == "l2rw":
             raise ValueError("learned augmentation needs weighting none or mwn (l2rw's lookahead is taken at zero "
                              "weights, where it does not depend on the augmentation)")
-        if augmentation != "none" and len(augment_magnitudes) != len(MAGNITUDES):
-            raise ValueError(f"augment_magnitudes needs {len(MAGNITUDES)} values ({', '.join(MAGNITUDES)}), got "
-                             f"{list(augment_magnitudes)}")
-        self.augmentation, self.augment_magnitudes = augmentation, tuple(float(m) for m in augment_magnitudes)
+        self.augmentation = augmentation
         if not inner_lr > 0:
             raise ValueError(f"inner_lr must be positive, got {inner_lr}")
         if not hasattr(objective, "example_losses"):
@@ -74,17 +70,11 @@ class ExampleReweighting(Learner):
         if self.weighting == "mwn":
             meta["weight_net"] = {k: v.clone() for k, v in self._weight_net.items()}
         if self.augmentation == "learned":
-            ref = next(iter(self._init.values()))
-            meta["augment"] = {"magnitudes": torch.tensor(self.augment_magnitudes, dtype=ref.dtype, device=ref.device)}
+            meta["augment"] = {"magnitudes": magnitudes_tensor(self.augment_magnitudes, next(iter(self._init.values())))}
         return meta
 
     def _magnitudes(self, meta: MetaParams) -> torch.Tensor | None:
-        if self.augmentation == "none":
-            return None
-        if self.augmentation == "learned":
-            return meta["augment"]["magnitudes"]
-        ref = next(iter(meta["theta"].values()))
-        return torch.tensor(self.augment_magnitudes, dtype=ref.dtype, device=ref.device)
+        return current_magnitudes(meta, self.augmentation, self.augment_magnitudes)
 
     def start(self, meta: MetaParams) -> Params:
         return meta["theta"]
@@ -102,6 +92,11 @@ class ExampleReweighting(Learner):
     def meta_gradient(self, meta: MetaParams, support: Any, query: Any):
         return mean_over_tasks(self._one, meta, support, query, threads=self.batching == "threads")
 
+    def _lookahead(self, theta: Params, training_loss: torch.Tensor, val: Any) -> torch.Tensor:
+        """L_val(theta - alpha grad_theta training_loss), differentiable in whatever the training loss depends on."""
+        g = torch.autograd.grad(training_loss, list(theta.values()), create_graph=True)
+        return self.objective.inner_loss({k: theta[k] - self.inner_lr * d for k, d in zip(theta, g)}, val)
+
     def _one(self, meta: MetaParams, train: Any, val: Any):
         theta = {k: v.requires_grad_() for k, v in meta["theta"].items()}
         names = list(theta)
@@ -111,35 +106,23 @@ class ExampleReweighting(Learner):
             magnitudes = learned["magnitudes"] if learned else self._magnitudes(meta)
             losses = self.objective.example_losses(theta, augmented(train, magnitudes))
             metrics: dict[str, torch.Tensor] = {}
-            if self.weighting == "none" and learned:
-                g = torch.autograd.grad(losses.mean(), [theta[k] for k in names], create_graph=True)
-                ahead = {k: theta[k] - self.inner_lr * d for k, d in zip(names, g)}
-                val_loss = self.objective.inner_loss(ahead, val)
-                aug_grads = dict(zip(learned, torch.autograd.grad(val_loss, list(learned.values()), retain_graph=True)))
-                weights = torch.full_like(losses, 1.0 / len(losses))
-                metrics["val_loss"] = val_loss.detach()
-            elif self.weighting == "none":
-                weights = torch.full_like(losses, 1.0 / len(losses))
-            elif self.weighting == "l2rw":
+            if self.weighting == "l2rw":
                 eps = torch.zeros_like(losses, requires_grad=True)
-                g = torch.autograd.grad((eps * losses).sum(), [theta[k] for k in names], create_graph=True)
-                ahead = {k: theta[k] - self.inner_lr * d for k, d in zip(names, g)}
-                val_loss = self.objective.inner_loss(ahead, val)
+                val_loss = self._lookahead(theta, (eps * losses).sum(), val)
                 w = torch.clamp(-torch.autograd.grad(val_loss, eps)[0], min=0).detach()
                 weights = w / w.sum() if w.sum() > 0 else w
                 metrics["val_loss"] = val_loss.detach()
-            else:
-                psi = {k: v.requires_grad_() for k, v in meta["weight_net"].items()}
-                w = self.example_weights(psi, losses.detach())
-                g = torch.autograd.grad((w * losses).mean(), [theta[k] for k in names], create_graph=True)
-                ahead = {k: theta[k] - self.inner_lr * d for k, d in zip(names, g)}
-                val_loss = self.objective.inner_loss(ahead, val)
-                # kept: the direction below goes back through the same training losses
-                meta_grads = torch.autograd.grad(val_loss, [*psi.values(), *learned.values()], retain_graph=bool(learned))
-                psi_grads = dict(zip(psi, meta_grads[:len(psi)]))
-                aug_grads = dict(zip(learned, meta_grads[len(psi):]))
-                weights = w.detach() / len(losses)
-                metrics["val_loss"] = val_loss.detach()
+            else:  # none (uniform) or mwn (V(l_i; psi)): a lookahead when psi or the magnitudes are learned
+                psi = {k: v.requires_grad_() for k, v in meta["weight_net"].items()} if self.weighting == "mwn" else {}
+                w = self.example_weights(psi, losses.detach()) if psi else None
+                weights = w.detach() / len(losses) if psi else torch.full_like(losses, 1.0 / len(losses))
+                if psi or learned:
+                    val_loss = self._lookahead(theta, (w * losses).mean() if psi else losses.mean(), val)
+                    # kept with learned magnitudes: the direction below goes back through the same training losses
+                    meta_grads = torch.autograd.grad(val_loss, [*psi.values(), *learned.values()],
+                                                     retain_graph=bool(learned))
+                    psi_grads, aug_grads = dict(zip(psi, meta_grads[:len(psi)])), dict(zip(learned, meta_grads[len(psi):]))
+                    metrics["val_loss"] = val_loss.detach()
             direction = torch.autograd.grad((weights * losses).sum(), [theta[k] for k in names])
         grads = {"theta": dict(zip(names, direction))}
         if self.weighting == "mwn":
