@@ -65,15 +65,14 @@ class MetaWorldTasks(TaskDistribution):
         self.benchmark, self.env_name, self.reward_version, self.vector = benchmark, env_name, reward_version, vector
         self.classes = {"train": dict(bench.train_classes), "test": dict(bench.test_classes)}
         self.task_lists = {"train": list(bench.train_tasks), "test": list(bench.test_tasks)}
+        #: per split, per skill (in the split's order): the indices of its tasks in task_lists
+        self.class_tasks = {split: [[i for i, t in enumerate(tasks) if t.env_name == name] for name in self.classes[split]]
+                            for split, tasks in self.task_lists.items()}
         self.versions = {"metaworld": getattr(mw, "__version__", _dist_version("metaworld")),
                          "mujoco": _dist_version("mujoco"), "reward": reward_version}
 
-    def _class_tasks(self, split: Split) -> list[list[int]]:
-        tasks = self.task_lists[split]
-        return [[i for i, t in enumerate(tasks) if t.env_name == name] for name in self.classes[split]]
-
     def sample(self, n: int, generator: torch.Generator, split: Split = "train") -> TaskBatch:
-        per_class = self._class_tasks(split)
+        per_class = self.class_tasks[split]
         if n % len(per_class):
             raise ValueError(f"{self.benchmark} {split} has {len(per_class)} skills: the number of tasks ({n}) must "
                              "be a multiple of it")
@@ -118,11 +117,8 @@ class BatchedMetaWorld(BatchedTaskEnv):
         self.episode_success = torch.zeros(self.num_envs, dtype=torch.bool)
 
     def _make_one(self, name: str, cls, split: str = "train"):
-        """Meta-World's own sub-env constructor for skill `name`, holding one of its tasks until set_tasks."""
-        first = next(t for t in self.dist.task_lists[split] if t.env_name == name)
-        return partial(_import_metaworld()._init_each_env, env_cls=cls, tasks=[first], max_episode_steps=MAX_PATH_LENGTH,
-                       terminate_on_success=False, task_select="pseudorandom",
-                       reward_function_version=self.dist.reward_version)
+        """A sub-env of skill `name`, holding the first of its tasks until set_tasks."""
+        return sub_env_factory(self.dist, cls, next(t for t in self.dist.task_lists[split] if t.env_name == name))
 
     def _vector(self, split: str) -> gym.vector.VectorEnv:
         """The split's vector env: sub-env i runs skill i // (sub-envs per skill), Meta-World's layout."""
@@ -173,6 +169,13 @@ class BatchedMetaWorld(BatchedTaskEnv):
         self._vectors.clear()
 
 
+def sub_env_factory(dist: MetaWorldTasks, cls, task):
+    """Meta-World's own sub-env constructor (its wrappers: time limit, success termination off, task selection,
+    episode statistics) for env class `cls` holding `task`, with the distribution's reward version."""
+    return partial(_import_metaworld()._init_each_env, env_cls=cls, tasks=[task], max_episode_steps=MAX_PATH_LENGTH,
+                   terminate_on_success=False, task_select="pseudorandom", reward_function_version=dist.reward_version)
+
+
 def make_batched(distribution: MetaWorldTasks, num_tasks: int, episodes_per_task: int, horizon: int,
                  device="cpu", dtype: torch.dtype = torch.float32, **kw) -> BatchedMetaWorld:
     return BatchedMetaWorld(distribution, num_tasks, episodes_per_task, horizon, device=device, dtype=dtype)
@@ -193,9 +196,6 @@ def single_env(task: TaskBatch | None = None, benchmark: str = "ML1", env_name: 
     dist = MetaWorldTasks(benchmark, env_name or "reach-v3", reward_version)
     tasks = task or dist.sample(len(dist.classes[split]), torch.Generator().manual_seed(0), split)
     split_, objects = dist.task_objects(tasks)
-    name = objects[0].env_name
-    env = _import_metaworld()._init_each_env(env_cls=dist.classes[split_][name], tasks=[objects[0]],
-                                             max_episode_steps=MAX_PATH_LENGTH, task_select="pseudorandom",
-                                             reward_function_version=reward_version)
+    env = sub_env_factory(dist, dist.classes[split_][objects[0].env_name], objects[0])()
     env.unwrapped.set_task(objects[0])
     return env

@@ -113,17 +113,19 @@ class Trainer:
         try:
             batch, metrics = self.source.train_batch(self.iteration, self.learner, self.meta)
         except EnvFailure as e:
-            kept = str(self.checkpoint_path) if self.checkpoint_path.exists() else None
-            raise RolloutError(self.iteration, str(e), kept) from e
+            raise RolloutError(self.iteration, str(e), self._kept_checkpoint()) from e
         try:
             metrics.update(self.outer.step(self.flat, batch, self.problem, self.iteration))
         except NonFiniteLossError as e:
-            kept = str(self.checkpoint_path) if self.checkpoint_path.exists() else None
-            raise NonFiniteLossError(self.iteration, e.value, kept) from None
+            raise NonFiniteLossError(self.iteration, e.value, self._kept_checkpoint()) from None
         if "env_steps" in metrics:
             self.env_steps += int(distributed.total(metrics.pop("env_steps"), self.world))
         self.iteration += 1
         return metrics
+
+    def _kept_checkpoint(self) -> str | None:
+        """The checkpoint a stopped run leaves behind, if one was written."""
+        return str(self.checkpoint_path) if self.checkpoint_path.exists() else None
 
     def _start(self) -> None:
         """--resume: load the checkpoint; otherwise refuse to overwrite a run. Then the run dir and config.yaml."""

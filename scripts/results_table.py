@@ -16,6 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
+def _wall_s(record: dict) -> float:
+    """A run's wall time: over all its segments when it was resumed (total_wall_s), else its command's."""
+    return record.get("total_wall_s", record["wall_s"])
+
+
 def _steps(summary: dict) -> str:
     name = summary["metric"]
     cells = [("diverged" if m is None else f"{m:.3g} ± {c:.2g}") for m, c in zip(summary[name]["mean"], summary[name]["ci95"])]
@@ -44,7 +49,7 @@ def omniglot_table() -> list[str]:
         cell = lambda i: f"{100 * acc['mean'][i]:.1f} ± {100 * acc['ci95'][i]:.1f}"  # noqa: E731
         rows.append(f"| {algo} | {ways}-way {protocol['k_support']}-shot | {protocol.get('batch_norm', 'transductive')} "
                     f"| {cell(0)} | {cell(-1)} (after {summary['steps'][-1]}) | {summary['num_tasks']} "
-                    f"| {summary.get('iteration', '')} | {record.get('total_wall_s', record['wall_s']) / 60:.0f} min | `{path.parent.relative_to(ROOT).as_posix()}/` |")
+                    f"| {summary.get('iteration', '')} | {_wall_s(record) / 60:.0f} min | `{path.parent.relative_to(ROOT).as_posix()}/` |")
     if not rows:
         return []
     return ["Omniglot, small archives (train: images_background_small1; test: the alphabets only small2 has); "
@@ -97,7 +102,7 @@ def meta_components_table() -> list[str]:
         accs = [100 * e["accuracy"]["mean"][-1] for _, e, _ in runs]
         mean, ci = seed_mean_ci95(accs)
         cell = f"{mean:.1f} ± {ci:.1f}" if len(accs) > 1 else f"{mean:.1f} (one seed)"
-        wall = sum(r["wall_s"] for r, _, _ in runs) / len(runs)
+        wall = sum(_wall_s(r) for r, _, _ in runs) / len(runs)
         cfg = runs[0][2]
         budget = (f"search {cfg['train']['iterations']} + retrain {cfg['learner']['retrain_iterations']}"
                   if config == "darts_omniglot" else str(cfg["train"]["iterations"]))
@@ -133,7 +138,7 @@ def tables() -> str:
             if retrain.is_file() and genotype.is_file():  # an architecture search and its retrained cell
                 result = (f"search network: {result}; derived cell `{json.loads(genotype.read_text())['genotype']}` "
                           f"retrained: {_steps(json.loads(retrain.read_text()))}")
-            runs.append(f"| `{record['command'].split('scripts/', 1)[-1]}` | {result} | {record.get('total_wall_s', record['wall_s']):.0f} s "
+            runs.append(f"| `{record['command'].split('scripts/', 1)[-1]}` | {result} | {_wall_s(record):.0f} s "
                         f"({machine}{note}) | {where} |")
         elif "figures" in record:
             figures = ", ".join(f"{k} {v:,.0f}" if abs(v) >= 1000 else f"{k} {v:.4g}" for k, v in record["figures"].items()

@@ -13,7 +13,7 @@ def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float, 
     running = torch.zeros_like(rewards[..., 0])
     for t in range(rewards.shape[-1] - 1, -1, -1):
         m = mask[..., t]
-        running = (rewards[..., t] + gamma * running) * m + (running * (1 - m) if carry else 0)
+        running = (rewards[..., t] + gamma * running) * m + running * ((1 - m) if carry else 0)
         out[..., t] = running * m
     return out
 
@@ -58,15 +58,11 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     next_value = torch.zeros_like(rewards[..., 0])
     for t in range(rewards.shape[-1] - 1, -1, -1):
         m = mask[..., t]
+        keep = (1 - m) if carry else 0  # what a masked step passes on: the later values (carry) or nothing
         delta = rewards[..., t] + gamma * next_value - values[..., t]
-        if carry:
-            running = (delta + gamma * lam * running) * m + running * (1 - m)
-            next_value = values[..., t] * m + next_value * (1 - m)
-            adv[..., t] = running * m
-        else:
-            running = (delta + gamma * lam * running) * m
-            next_value = values[..., t] * m
-            adv[..., t] = running
+        running = (delta + gamma * lam * running) * m + running * keep
+        next_value = values[..., t] * m + next_value * keep
+        adv[..., t] = running * m
     return adv
 
 

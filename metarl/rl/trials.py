@@ -73,8 +73,9 @@ class TrialSampler:
             noise = torch.randn((H, total * E, act_dim), generator=generator, device=obs.device, dtype=obs.dtype)
             noise = noise[:, first_task * E: first_task * E + M] * (0.0 if deterministic else 1.0)
             running = torch.ones(M, dtype=torch.bool, device=obs.device)
+            first, later = torch.ones(M, device=obs.device), torch.zeros(M, device=obs.device)
             for t in range(H):
-                x = policy.inputs(obs, last_a, last_r, torch.full((M,), float(t == 0), device=obs.device))
+                x = policy.inputs(obs, last_a, last_r, first if t == 0 else later)
                 mean, log_std, h = policy.step(params, x, h, running)
                 act = mean + torch.exp(log_std) * noise[t]
                 logp = (-0.5 * noise[t] ** 2 - log_std - _HALF_LOG_2PI).sum(-1)
