@@ -84,6 +84,13 @@ class MetaWorldTasks(TaskDistribution):
         return {"index": torch.tensor(index), "skill": torch.tensor(skill),
                 "test": torch.full((n,), split == "test", dtype=torch.bool)}
 
+    def check_num_tasks(self, n: int, split: Split, key: str) -> None:
+        """A clear config error before training: every batch of `split` tasks has the same number per skill."""
+        skills = len(self.class_tasks[split])
+        if n % skills:
+            raise ValueError(f"{key} = {n}: {self.benchmark} {split} has {skills} skills, so its task batches must be a "
+                             f"multiple of {skills}")
+
     def task_objects(self, tasks: TaskBatch) -> tuple[Split, list]:
         split: Split = "test" if bool(tasks["test"][0]) else "train"
         return split, [self.task_lists[split][int(i)] for i in tasks["index"]]

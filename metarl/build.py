@@ -82,6 +82,12 @@ def build(cfg: Config, rank: int = 0, world: int = 1, device: torch.device | Non
             model, objective = _policy(cfg, fam, dist, init_gen, device, dtype)
         else:
             model, objective = _network(cfg, dist, init_gen)
+        if hasattr(dist, "check_num_tasks"):  # task distributions whose batches have a shape (Meta-World's skills)
+            tc = cfg.train
+            dist.check_num_tasks(tc.meta_batch_size // world, "train", "train.meta_batch_size (per rank)")
+            dist.check_num_tasks(cfg.eval.num_tasks, "test", "eval.num_tasks")
+            if tc.eval_every:
+                dist.check_num_tasks(min(tc.eval_tasks, cfg.eval.num_tasks), "test", "train.eval_tasks")
         learner = _learner(cfg, objective, parameters_of(model, dtype=dtype, device=device))
         learner.batching, learner.chunk_size = task_batching(cfg, device), cfg.train.chunk_size
         if cfg.train.recompute_inner_steps:

@@ -132,14 +132,14 @@ class RecurrentAgent:
             self.first = self.first | torch.as_tensor(env_mask, device=self.device)
 
 
-def evaluate(checkpoint: str | Path, out: str | Path, repeats: int = 10, meta_batch_size: int = 10,
+def evaluate(checkpoint: str | Path, out: str | Path, repeats: int = 10, meta_batch_size: int = 0,
              adaptation_episodes: int = 10, evaluation_episodes: int = 3, seed: int = 12345,
-             flags: list[str] = ()) -> dict[str, Any]:
-    """Meta-World's metalearning_evaluation of a MetaWorldML1 / ML10 checkpoint on the train and test goals."""
-    import gymnasium as gym
-    import metaworld  # noqa: F401  (registers the Meta-World/* ids)
+             flags: list[str] = (), max_episode_steps: int = 0) -> dict[str, Any]:
+    """Meta-World's metalearning_evaluation of a MetaWorldML1 / ML10 checkpoint on the train and test goals.
+    max_episode_steps: the episodes' length there; 0 = Meta-World's own (its max_path_length, 500)."""
     from metaworld.evaluation import metalearning_evaluation
 
+    from envs.meta_world import MAX_PATH_LENGTH
     from metarl.evaluate import load_run
 
     cfg, run, meta, state = load_run(checkpoint, flags)
@@ -153,15 +153,14 @@ def evaluate(checkpoint: str | Path, out: str | Path, repeats: int = 10, meta_ba
                               "protocol": {"repeats": repeats, "meta_batch_size": meta_batch_size,
                                            "adaptation_steps": steps, "adaptation_episodes": adaptation_episodes,
                                            "evaluation_episodes": evaluation_episodes,
+                                           "max_episode_steps": max_episode_steps or MAX_PATH_LENGTH,
                                            "success": "the success flag at any step (metaworld.evaluation)"}}
     for split in ("train", "test"):
-        kwargs = dict(meta_batch_size=meta_batch_size, vector_strategy="sync", seed=seed,
-                      reward_function_version=dist.reward_version)
-        if recurrent:
-            kwargs.update(recurrent_info_in_obs=True, normalize_reward_in_recurrent_info=False)
-        name = f"Meta-World/{dist.benchmark}-{split}"
-        envs = gym.make_vec(name, env_name=dist.env_name, **kwargs) if dist.benchmark == "ML1" else \
-            gym.make_vec(name, **kwargs)
+        # 0: one sub-env per skill. Meta-World's evaluation counts, per skill, the first evaluation_episodes
+        # episodes to end, and with termination on success the successes end first: more sub-envs of a skill
+        # than that bias the score upward (10 sub-envs of ML1 reach, 3 episodes: 100 % for a policy at 30 %)
+        sub_envs = meta_batch_size or len(dist.classes[split])
+        envs = official_envs(dist, split, sub_envs, seed, recurrent, max_episode_steps)
         generator = torch.Generator().manual_seed(seed)
         agent = RecurrentAgent(run.model, meta, generator) if recurrent else GradientAgent(
             run.learner, meta, run.model, generator, cfg.rl.gamma, cfg.rl.gae_lambda, cfg.rl.normalize_advantages)
@@ -174,13 +173,29 @@ def evaluate(checkpoint: str | Path, out: str | Path, repeats: int = 10, meta_ba
             returns.append(mean_return)
         envs.close()
         mean, ci = seed_mean_ci95(successes)
-        result[split] = {"success_mean": mean, "success_ci95": ci, "success_per_repeat": successes,
+        result[split] = {"sub_envs": sub_envs, "success_mean": mean, "success_ci95": ci, "success_per_repeat": successes,
                          "return_mean": float(np.mean(returns)), "return_per_repeat": returns}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     _plot(result, out.with_suffix(".png"))
     return result
+
+
+def official_envs(dist, split: str, meta_batch_size: int, seed: int, recurrent: bool, max_episode_steps: int = 0):
+    """Meta-World's own vector env of a split, as `gym.make_vec("Meta-World/<bench>-<split>")` builds it, but through
+    metaworld.make_ml_envs_train / _test: in Meta-World 3.1.1 both ML1 ids build the *test* split (their
+    registration's lambda reads the loop's `split` late), so the train score would silently be the test one."""
+    import metaworld
+
+    kwargs: dict[str, Any] = dict(meta_batch_size=meta_batch_size, vector_strategy="sync", seed=seed,
+                                  reward_function_version=dist.reward_version)
+    if recurrent:
+        kwargs.update(recurrent_info_in_obs=True, normalize_reward_in_recurrent_info=False)
+    if max_episode_steps:
+        kwargs["max_episode_steps"] = max_episode_steps
+    make = metaworld.make_ml_envs_train if split == "train" else metaworld.make_ml_envs_test
+    return make(dist.env_name if dist.benchmark == "ML1" else dist.benchmark, **kwargs)
 
 
 def _plot(result: dict[str, Any], path: Path) -> None:

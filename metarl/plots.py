@@ -1,7 +1,8 @@
-"""Figures a person would rather look at than read: the adaptation curve of an evaluation (the task
-families draw their own pictures of what the learner does: `plot_adaptation` in envs)."""
+"""Figures a person would rather look at than read: the adaptation curve of an evaluation and a run's learning
+curve (the task families draw their own pictures of what the learner does: `plot_adaptation` in envs)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,47 @@ def plot_adaptation_curves(summary: dict[str, Any]):
     return fig
 
 
+#: what a learning curve shows, first found wins: RL runs their return before and after adaptation
+CURVE_KEYS = (("train/return_pre", "train/return_post"), ("train/meta_loss",))
+
+
+def read_metrics(path: str | Path) -> dict[str, dict[int, float]]:
+    """metrics.jsonl as {metric: {step: value}}; a resumed run's repeated steps keep their last value."""
+    series: dict[str, dict[int, float]] = {}
+    for line in Path(path).read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a crash
+            continue
+        if "step" not in row:
+            continue
+        for key, value in row.items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                series.setdefault(key, {})[int(row["step"])] = float(value)
+    return series
+
+
+def plot_learning_curve(series: dict[str, dict[int, float]], title: str = ""):
+    """The training curve per iteration (RL: return before and after the inner adaptation) and, where the run
+    logged them, the periodic held-out evaluations as markers. None when the run logged none of these."""
+    keys = next((ks for ks in CURVE_KEYS if all(k in series for k in ks)), None)
+    if keys is None:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for key in keys:
+        steps = sorted(series[key])
+        ax.plot(steps, [series[key][s] for s in steps], lw=1, label=key.split("/", 1)[1].replace("_", " "))
+    for key in sorted(k for k in series if k.startswith("eval/return_step") or k.startswith("eval/loss_step")):
+        steps = sorted(series[key])
+        ax.plot(steps, [series[key][s] for s in steps], "o", ms=4, label=f"held-out {key.split('/', 1)[1]}")
+    ax.set_xlabel("meta-iteration")
+    ax.set_ylabel("return" if "return" in keys[0] else "meta-loss")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
 def save_figure(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,3 +78,14 @@ def save_figure(fig, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+if __name__ == "__main__":  # python -m metarl.plots RUN_DIR: (re)draw RUN_DIR/learning_curve.png
+    import sys
+
+    if len(sys.argv) != 2 or not (Path(sys.argv[1]) / "metrics.jsonl").is_file():
+        raise SystemExit("usage: python -m metarl.plots RUN_DIR  (a run directory with metrics.jsonl)")
+    figure = plot_learning_curve(read_metrics(Path(sys.argv[1]) / "metrics.jsonl"), Path(sys.argv[1]).name)
+    if figure is None:
+        raise SystemExit(f"{sys.argv[1]}/metrics.jsonl has no training curve to draw")
+    print(save_figure(figure, Path(sys.argv[1]) / "learning_curve.png"))

@@ -9,7 +9,8 @@
         non-finite loss or gradient: stop, nothing applied, the last good checkpoint stays
         every log_every: log;  every eval_every: held-out evaluation;  every checkpoint_every: checkpoint
         train.time_limit_s reached in this process: checkpoint and stop (continue with --resume)
-    checkpoint; held-out evaluation -> eval.json, eval.png, episodes.png; W&B: metrics, plots, checkpoint artifact
+    checkpoint; held-out evaluation -> eval.json, eval.png, episodes.png; learning_curve.png from metrics.jsonl;
+    W&B: metrics, plots, checkpoint artifact
 
 Before anything is written: the config is checked and everything built (a bad config is a one-line error),
 and an existing run is never overwritten without --resume. A checkpoint holds the meta-parameters, the outer
@@ -28,7 +29,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from envs.base import EnvFailure
-from metarl import distributed
+from metarl import distributed, plots
 from metarl.build import build, resolve_device
 from metarl.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from metarl.compiling import compile_with_fallback
@@ -183,6 +184,9 @@ class Trainer:
                 summary = evaluator.run(self.learner, self.meta)
                 summary["iteration"] = self.iteration
                 paths = evaluator.write(summary, self.run_dir)
+                curve = self._learning_curve()
+                if curve is not None:
+                    paths["learning_curve"] = curve
                 logger.log(eval_metrics(summary), step=self.iteration)
                 logger.log_summary(eval_metrics(summary))
                 for name, path in paths.items():
@@ -199,6 +203,15 @@ class Trainer:
         finally:
             bar.close()
             logger.close()
+
+
+    def _learning_curve(self) -> Path | None:
+        """RUN_DIR/learning_curve.png from the run's metrics.jsonl (every segment of a resumed run)."""
+        metrics = self.run_dir / "metrics.jsonl"
+        if not metrics.is_file():
+            return None
+        fig = plots.plot_learning_curve(plots.read_metrics(metrics), f"{self.cfg.run_name()}: training curve")
+        return None if fig is None else plots.save_figure(fig, self.run_dir / "learning_curve.png")
 
 
 def _without_defaults(section: dict[str, Any], name: str) -> dict[str, Any]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -21,20 +23,28 @@ def main() -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", default="", help="JSON path (default: next to the checkpoint)")
     p.add_argument("--repeats", type=int, default=10, help="evaluations, each on the next goal of every sub-env")
-    p.add_argument("--meta-batch-size", type=int, default=10, help="sub-envs (must divide Meta-World's 50 goals)")
+    p.add_argument("--meta-batch-size", type=int, default=0,
+                   help="sub-envs per split; 0 = one per skill (Meta-World's evaluation counts the first episodes to "
+                        "end per skill, and successes end first: more sub-envs per skill bias the score upward)")
     p.add_argument("--adaptation-episodes", type=int, default=10)
     p.add_argument("--evaluation-episodes", type=int, default=3)
+    p.add_argument("--max-episode-steps", type=int, default=0,
+                   help="episode length in the evaluation; 0 = Meta-World's own (500)")
     p.add_argument("--seed", type=int, default=12345)
     a = p.parse_args()
     from metarl.errors import MetaRLError
     from metarl.metaworld_eval import evaluate
 
     out = a.out or str(Path(a.checkpoint).parent / "metaworld_eval.json")
+    start = time.perf_counter()
     try:
         result = evaluate(a.checkpoint, out, a.repeats, a.meta_batch_size, a.adaptation_episodes,
-                          a.evaluation_episodes, a.seed)
+                          a.evaluation_episodes, a.seed, max_episode_steps=a.max_episode_steps)
     except (MetaRLError, ImportError, ValueError) as e:
         raise SystemExit(f"error: {e}")
+    # the file says how it was made: the exact command and its wall time
+    result.update(command=shlex.join(["python", *sys.argv]), wall_s=round(time.perf_counter() - start, 1))
+    Path(out).write_text(json.dumps(result, indent=1) + "\n")
     for split in ("train", "test"):
         r = result[split]
         print(f"{split}: success {100 * r['success_mean']:.1f} +- {100 * r['success_ci95']:.1f} %, "

@@ -58,7 +58,7 @@ def main() -> None:
     if a.run_dir:
         run_dir = ROOT / a.run_dir if not Path(a.run_dir).is_absolute() else Path(a.run_dir)
         # an architecture search also keeps its cell and the retrained network's evaluation
-        for name in ("eval.json", "eval.png", "eval_episodes.png", "config.yaml", "genotype.json", "retrain/eval.json"):
+        for name in ("eval.json", "eval.png", "eval_episodes.png", "learning_curve.png", "config.yaml", "genotype.json", "retrain/eval.json"):
             if (run_dir / name).is_file():
                 shutil.copy(run_dir / name, out / name.replace("/", "_"))
     (out / "record.json").write_text(json.dumps(record, indent=1) + "\n")

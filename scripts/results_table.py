@@ -119,6 +119,84 @@ def meta_components_table() -> list[str]:
             "| --- | --- | --- | --- | --- | --- | --- | --- |", *rows, ""]
 
 
+#: MuJoCo locomotion with MAML-TRPO (results/<dir>/): directory, env, the published figure beside it
+MUJOCO = [
+    ("halfcheetah_dir", "HalfCheetahDir", "about −51 before, +293 after one step (a published reproduction); "
+                                          "MAML paper Fig. 5"),
+    ("halfcheetah_vel", "HalfCheetahVel", "MAML paper Fig. 5"),
+    ("ant_dir", "AntDir", "MAML paper Fig. 5"),
+    ("ant_vel", "AntVel", "MAML paper Fig. 5"),
+    ("ant_goal", "AntGoal", "MAML paper Fig. 5"),
+]
+
+#: published Meta-World success rates (%) to set beside ours: algorithm, benchmark, train, test, source
+METAWORLD_PUBLISHED = [
+    ("MAML-TRPO", "ML10", 21.0, 13.2, "Atamuradov 2025, arXiv 2511.12383"),
+    ("MAML", "ML10", 25.0, 36.0, "Yu et al. 2019 (Meta-World paper, V1 reward)"),
+]
+
+
+def mujoco_table() -> list[str]:
+    """results/<env>/: return after 0..k inner steps on held-out tasks (mean ± 95% CI), whether the one-step
+    return clears the pre-adaptation one by more than both CIs, the published figure, wall time."""
+    rows = []
+    for where, env, published in MUJOCO:
+        path = ROOT / "results" / where / "record.json"
+        if not (path.is_file() and (path.parent / "eval.json").is_file()):
+            continue
+        record, summary = json.loads(path.read_text()), json.loads((path.parent / "eval.json").read_text())
+        ret = summary["return"]
+        cells = ", ".join(f"{m:.1f} ± {c:.1f}" for m, c in zip(ret["mean"], ret["ci95"]))
+        clears = ret["mean"][1] - ret["ci95"][1] > ret["mean"][0] + ret["ci95"][0]
+        rows.append(f"| {env} | {summary.get('iteration', '')} | {summary['num_tasks']} | {cells} "
+                    f"| {'yes' if clears else 'no'} | {published} | {_wall_s(record) / 3600:.1f} h | `results/{where}/` |")
+    if not rows:
+        return []
+    return ["MuJoCo locomotion, MAML-TRPO with the MAML paper's settings (meta-batch 40, 20 episodes per task, H = 200, "
+            "one inner step with lr 0.1, max KL 0.01, linear baseline); return on held-out tasks after 0, 1, 2, 3 "
+            "inner steps, mean ± 95% CI over tasks; wall time on 2 CPU cores (learning curves: `learning_curve.png`):", "",
+            "| env | iterations | test tasks | return after 0, 1, 2, 3 steps | step 1 above step 0 beyond both CIs "
+            "| published | wall time | files |", "| --- | --- | --- | --- | --- | --- | --- | --- |", *rows, ""]
+
+
+def metaworld_table() -> list[str]:
+    """results/metaworld/<run>/: Meta-World's own evaluation (metaworld_eval.json: success on train and test
+    goals, mean ± 95% CI over repeats) beside our evaluator's held-out success before and after adaptation, and
+    published success rates."""
+    rows = []
+    for path in sorted((ROOT / "results" / "metaworld").glob("*/record.json")):
+        official = path.parent / "metaworld_eval.json"
+        if not official.is_file():
+            continue
+        record, mw = json.loads(path.read_text()), json.loads(official.read_text())
+        algo = {"maml": "MAML-TRPO", "rl2": "RL²"}.get(mw["algo"], mw["algo"])
+        bench = f"{mw['benchmark']} {mw['env_name']}".strip()
+        v, prot = mw["versions"], mw["protocol"]
+        cell = lambda split: f"{100 * mw[split]['success_mean']:.1f} ± {100 * mw[split]['success_ci95']:.1f}"  # noqa: E731
+        ours = ""
+        if (path.parent / "eval.json").is_file():
+            success = json.loads((path.parent / "eval.json").read_text()).get("success")
+            if success:
+                ours = " → ".join(f"{100 * m:.0f}" for m in success["mean"])
+        sub_envs = f"{prot['meta_batch_size']} sub-envs" if prot["meta_batch_size"] else "one sub-env per skill"
+        protocol = (f"{prot['repeats']} repeats (goals) × {sub_envs}, {prot['adaptation_episodes']} "
+                    f"adaptation + {prot['evaluation_episodes']} evaluation episodes of {prot.get('max_episode_steps', 500)} steps")
+        rows.append(f"| {algo} | {bench} | reward {v.get('reward', '')}, Meta-World {v.get('metaworld', '')}, "
+                    f"MuJoCo {v.get('mujoco', '')} | {mw['iteration']} | {ours} | {cell('train')} | {cell('test')} "
+                    f"| {protocol} | {_wall_s(record) / 60:.0f} + {mw.get('wall_s', 0) / 60:.0f} min | `{path.parent.relative_to(ROOT).as_posix()}/` |")
+    if not rows:
+        return []
+    published = [f"| {a} (published) | {b} | as published | | | {tr:.1f} | {te:.1f} | {src} | | |"
+                 for a, b, tr, te, src in METAWORLD_PUBLISHED]
+    return ["Meta-World, scored by Meta-World's own meta-learning evaluation (`scripts/evaluate_metaworld.py`: "
+            "success = the success flag at any step; mean ± 95% CI over repeats), beside our evaluator's held-out "
+            "success % per episode or inner step, and published success rates; wall time: training + Meta-World's "
+            "evaluation, on 2 CPU cores (see each record's note):", "",
+            "| algorithm | benchmark | versions | iterations | ours: held-out success % by step | "
+            "train success % | test success % | protocol / source | wall time | files |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", *rows, *published, ""]
+
+
 def tables() -> str:
     runs, benches = [], []
     for path in sorted((ROOT / "results").glob("**/record.json")):
@@ -126,6 +204,8 @@ def tables() -> str:
             continue  # in the Omniglot table
         if "meta_components" in path.parts or path.parent.name == "darts_omniglot":
             continue  # in the meta-components table
+        if "metaworld" in path.parts or path.parent.name in {where for where, _, _ in MUJOCO}:
+            continue  # in the Meta-World or the MuJoCo table
         record = json.loads(path.read_text())
         where = f"`{path.parent.relative_to(ROOT).as_posix()}/`"
         eval_json = path.parent / "eval.json"
@@ -144,7 +224,7 @@ def tables() -> str:
             figures = ", ".join(f"{k} {v:,.0f}" if abs(v) >= 1000 else f"{k} {v:.4g}" for k, v in record["figures"].items()
                                 if isinstance(v, (int, float)) and not isinstance(v, bool))
             benches.append(f"| `{record['command'].split('scripts/', 1)[-1]}` | {figures} | {machine}{note} | {where} |")
-    out = [*omniglot_table(), *meta_components_table(), "| command | held-out result (mean ± 95% CI) | wall time | files |",
+    out = [*omniglot_table(), *meta_components_table(), *mujoco_table(), *metaworld_table(), "| command | held-out result (mean ± 95% CI) | wall time | files |",
            "| --- | --- | --- | --- |", *runs]
     if benches:
         out += ["", "| benchmark | figures (its last JSON line) | machine | files |", "| --- | --- | --- | --- |", *benches]

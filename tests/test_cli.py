@@ -234,3 +234,37 @@ def test_readme_results_tables_are_generated_from_the_committed_result_files():
     readme = (ROOT / "README.md").read_text()
     block = readme.split(module.START, 1)[1].split(module.END, 1)[0].strip()
     assert block == module.tables().strip(), "README tables differ from results/: run scripts/results_table.py"
+
+
+def test_mujoco_and_metaworld_tables_read_their_result_files(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("results_table", ROOT / "scripts" / "results_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "ROOT", tmp_path)
+    record = {"command": "x", "wall_s": 10.0, "total_wall_s": 7200.0, "machine": {"cpus": 2, "torch": "t"}}
+    for where, ret in (("halfcheetah_dir", ([-50.0, 290.0], [5.0, 8.0])), ("ant_dir", ([10.0, 14.0], [3.0, 3.0]))):
+        (tmp_path / "results" / where).mkdir(parents=True)
+        (tmp_path / "results" / where / "record.json").write_text(json.dumps(record))
+        (tmp_path / "results" / where / "eval.json").write_text(json.dumps(
+            {"num_tasks": 40, "iteration": 500, "return": {"mean": ret[0], "ci95": ret[1]}}))
+    mw = tmp_path / "results" / "metaworld" / "ml1_reach_rl2"
+    mw.mkdir(parents=True)
+    (mw / "record.json").write_text(json.dumps(record))
+    (mw / "eval.json").write_text(json.dumps({"success": {"mean": [0.1, 0.5, 0.6]}}))
+    split = lambda m: {"success_mean": m, "success_ci95": 0.05}  # noqa: E731
+    (mw / "metaworld_eval.json").write_text(json.dumps({
+        "algo": "rl2", "benchmark": "ML1", "env_name": "reach-v3", "iteration": 100, "train": split(0.42), "test": split(0.3),
+        "versions": {"metaworld": "3.1.1", "mujoco": "3.3.0", "reward": "v2"},
+        "protocol": {"repeats": 50, "meta_batch_size": 0, "adaptation_episodes": 2, "evaluation_episodes": 1,
+                     "max_episode_steps": 150}}))
+    mujoco = "\n".join(module.mujoco_table())
+    assert "| HalfCheetahDir | 500 | 40 | -50.0 ± 5.0, 290.0 ± 8.0 | yes |" in mujoco and "2.0 h" in mujoco
+    assert "| AntDir | 500 | 40 | 10.0 ± 3.0, 14.0 ± 3.0 | no |" in mujoco  # 14 - 3 does not clear 10 + 3
+    metaworld = "\n".join(module.metaworld_table())
+    assert "| RL² | ML1 reach-v3 | reward v2, Meta-World 3.1.1, MuJoCo 3.3.0 | 100 | 10 → 50 → 60 | 42.0 ± 5.0 | 30.0 ± 5.0 |" in metaworld and "120 + 0 min" in metaworld
+    assert "50 repeats (goals) × one sub-env per skill, 2 adaptation + 1 evaluation episodes of 150 steps" in metaworld
+    assert "| MAML-TRPO (published) | ML10 |" in metaworld
+    # neither lands in the generic table of commands
+    assert "halfcheetah_dir" not in module.tables().split("| command |", 1)[1]

@@ -22,6 +22,9 @@ SMALL = {
     "NoisyOmniglot": ["--task.k_support", "16", "--task.k_query", "8", "--model.channels", "8", "--eval.k_query", "4"],
     "rl": ["--task.horizon", "10", "--rl.episodes_per_task", "2", "--train.meta_batch_size", "2", "--eval.num_tasks", "2",
            "--eval.episodes_per_task", "2", "--eval.steps", "2", "--eval.plot_tasks", "1", "--model.hidden", "8", "8"],
+    # one goal per skill: 10 training skills, 5 held-out ones
+    "MetaWorldML10": ["--train.meta_batch_size", "10", "--eval.num_tasks", "5", "--train.eval_tasks", "5",
+                      "--rl.episodes_per_task", "1", "--eval.episodes_per_task", "1"],
 }
 COMMON = ["--train.iterations", "2", "--train.time_limit_s", "0", "--train.eval_every", "1", "--train.eval_tasks", "2",
           "--train.threads", "0", "--log.wandb", "disabled", "--log.no_progress", "--log.no_console", "--device", "auto"]

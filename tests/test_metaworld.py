@@ -1,8 +1,8 @@
 """Meta-World task families (the optional extra: pip install -e .[metaworld]): task parameters from Meta-World's
 own train/test split, sub-envs given their tasks, success flags, a failing sub-env stopping training with its
 checkpoint kept, MAML-TRPO / RL² training through the one trainer, and Meta-World's own evaluation of a checkpoint
-(marked slow). Every test here but the first skips without Meta-World; CI's default install has none: they run
-where the extra is installed (`pip install -e .[metaworld]`; the slow one with `-m slow`)."""
+(30-step episodes). Every test here but the first skips without Meta-World; CI's default install has none: they
+run where the extra is installed (`pip install -e .[metaworld]`)."""
 import importlib.util
 
 import pytest
@@ -84,6 +84,40 @@ def test_an_async_worker_failure_becomes_an_env_failure():
     env.close()
 
 
+@needs_metaworld
+def test_an_ml10_batch_that_splits_its_skills_unevenly_is_a_config_error_before_training(tmp_path):
+    from metarl.config import Config, from_dict
+    from metarl.errors import ConfigError
+    from metarl.trainer import Trainer
+
+    def config(meta_batch_size, eval_tasks):
+        return from_dict(Config, {
+            "task": {"name": "MetaWorldML10", "horizon": 10}, "model": {"hidden": [8, 8]},
+            "learner": {"algo": "maml", "inner_lr": 0.1}, "outer": {"optimizer": "trpo"},
+            "train": {"iterations": 1, "meta_batch_size": meta_batch_size, "eval_every": 0},
+            "eval": {"num_tasks": eval_tasks}, "log": {"wandb": "disabled"}, "run_dir": str(tmp_path / "r")}).validate()
+
+    with pytest.raises(ConfigError, match=r"train.meta_batch_size \(per rank\) = 4: ML10 train has 10 skills"):
+        Trainer(config(4, 5))
+    with pytest.raises(ConfigError, match="eval.num_tasks = 8: ML10 test has 5 skills"):
+        Trainer(config(10, 8))
+    assert not (tmp_path / "r").exists()  # nothing written
+
+
+@needs_metaworld
+def test_the_official_evaluation_plays_each_split_on_its_own_goals():
+    # gym.make_vec("Meta-World/ML1-train") builds the test split in Meta-World 3.1.1: ours must not
+    from envs.meta_world import MetaWorldTasks
+    from metarl.metaworld_eval import official_envs
+
+    dist = MetaWorldTasks("ML1", "reach-v3")
+    for split, other in (("train", "test"), ("test", "train")):
+        envs = official_envs(dist, split, meta_batch_size=5, seed=0, recurrent=False, max_episode_steps=20)
+        held = {task for tasks in envs.get_attr("tasks") for task in tasks}
+        envs.close()
+        assert len(held) == 50 and held <= set(dist.task_lists[split]) and not held & set(dist.task_lists[other])
+
+
 def tiny_ml1_run(algo, run_dir):
     """A 1-iteration ML1 reach-v3 run of MAML-TRPO or RL² at toy sizes."""
     from metarl.config import Config, from_dict
@@ -110,7 +144,6 @@ def test_ml1_reach_trains_through_the_trainer(algo, tmp_path):
 
 
 @needs_metaworld
-@pytest.mark.slow  # Meta-World's evaluation plays full 500-step episodes: about a minute each
 @pytest.mark.parametrize("algo", ["maml", "rl2"])
 def test_metaworlds_own_evaluation_scores_a_checkpoint(algo, tmp_path):
     import json
@@ -119,8 +152,11 @@ def test_metaworlds_own_evaluation_scores_a_checkpoint(algo, tmp_path):
 
     tiny_ml1_run(algo, tmp_path / algo)
     result = evaluate(tmp_path / algo / "checkpoint.pt", tmp_path / "mw.json", repeats=2, meta_batch_size=2,
-                      adaptation_episodes=1, evaluation_episodes=1)
+                      adaptation_episodes=1, evaluation_episodes=1, max_episode_steps=30)
     saved = json.loads((tmp_path / "mw.json").read_text())
     assert (tmp_path / "mw.png").is_file() and saved["versions"]["mujoco"] == "3.3.0"
+    assert saved["protocol"]["max_episode_steps"] == 30
     for split in ("train", "test"):
         assert len(result[split]["success_per_repeat"]) == 2 and 0 <= result[split]["success_mean"] <= 1
+        # reward v2 pays at most 10 per step: 30-step episodes bound the return (the option reached the envs)
+        assert 0 < result[split]["return_mean"] <= 30 * 10

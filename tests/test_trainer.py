@@ -61,6 +61,7 @@ def test_meta_training_lowers_held_out_loss_after_adaptation(tmp_path):
     assert after["loss"]["mean"][1] < after["loss"]["mean"][0]
     assert (tmp_path / "run" / "eval.png").stat().st_size > 10_000
     assert (tmp_path / "run" / "eval_episodes.png").stat().st_size > 10_000
+    assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 10_000
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert saved["steps"] == [0, 1, 2] and len(saved["loss"]["ci95"]) == 3 and len(saved["loss"]["per_task"][2]) == 50
     assert saved["family"] == "Sinusoid" and saved["metric"] == "loss" and saved["protocol"]["k_support"] == 5
@@ -316,3 +317,20 @@ def test_compiled_trainers_with_different_settings_do_not_share_graphs(tmp_path)
     torch.testing.assert_close(first, run("a_eager", 0.01, False), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(second, run("b_eager", 0.3, False), rtol=1e-5, atol=1e-6)
     assert math.isfinite(float(first.sum()))
+
+
+def test_learning_curve_reads_every_segment_and_keeps_a_repeated_steps_last_value(tmp_path):
+    from metarl import plots
+
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": 1, "train/return_pre": -9.0, "train/return_post": -8.0},
+            {"step": 2, "train/return_pre": -7.0, "train/return_post": -6.0},
+            {"step": 2, "train/return_pre": -5.0, "train/return_post": -4.0},  # a resumed segment re-ran step 2
+            {"step": 2, "eval/return_step0": -5.5, "eval/return_step1": -4.5}, {"summary": {"x": 1}}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + '\n{"step": 3, "train/ret')  # a crash cut the last line
+    series = plots.read_metrics(path)
+    assert series["train/return_pre"] == {1: -9.0, 2: -5.0} and series["eval/return_step1"] == {2: -4.5}
+    fig = plots.plot_learning_curve(series, "t")
+    assert [line.get_label() for line in fig.axes[0].lines] == [
+        "return pre", "return post", "held-out return_step0", "held-out return_step1"]
+    assert plots.plot_learning_curve({"train/accuracy": {1: 0.5}}) is None
