@@ -50,16 +50,19 @@ def read_metrics(path: str | Path) -> dict[str, dict[int, float]]:
     return series
 
 
-def plot_learning_curve(series: dict[str, dict[int, float]], title: str = ""):
-    """The training curve per iteration (RL: return before and after the inner adaptation) and, where the run
-    logged them, the periodic held-out evaluations as markers. None when the run logged none of these."""
+def plot_learning_curve(series: dict[str, dict[int, float]], title: str = "", trials: bool = False):
+    """The training curve per iteration (RL: return before and after the inner adaptation; trials, RL²: of the
+    first and the last episode of a trial) and, where the run logged them, the periodic held-out evaluations as
+    markers. None when the run logged none of these."""
     keys = next((ks for ks in CURVE_KEYS if all(k in series for k in ks)), None)
     if keys is None:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    names = {"train/return_pre": "first episode of a trial" if trials else "before adaptation",
+             "train/return_post": "last episode of a trial" if trials else "after adaptation"}
     for key in keys:
         steps = sorted(series[key])
-        ax.plot(steps, [series[key][s] for s in steps], lw=1, label=key.split("/", 1)[1].replace("_", " "))
+        ax.plot(steps, [series[key][s] for s in steps], lw=1, label=names.get(key, key.split("/", 1)[1].replace("_", " ")))
     for key in sorted(k for k in series if k.startswith("eval/return_step") or k.startswith("eval/loss_step")):
         steps = sorted(series[key])
         ax.plot(steps, [series[key][s] for s in steps], "o", ms=4, label=f"held-out {key.split('/', 1)[1]}")
@@ -85,7 +88,12 @@ if __name__ == "__main__":  # python -m metarl.plots RUN_DIR: (re)draw RUN_DIR/l
 
     if len(sys.argv) != 2 or not (Path(sys.argv[1]) / "metrics.jsonl").is_file():
         raise SystemExit("usage: python -m metarl.plots RUN_DIR  (a run directory with metrics.jsonl)")
-    figure = plot_learning_curve(read_metrics(Path(sys.argv[1]) / "metrics.jsonl"), Path(sys.argv[1]).name)
+    import yaml
+
+    config = Path(sys.argv[1]) / "config.yaml"
+    algo = (yaml.safe_load(config.read_text()) or {}).get("learner", {}).get("algo") if config.is_file() else None
+    figure = plot_learning_curve(read_metrics(Path(sys.argv[1]) / "metrics.jsonl"), Path(sys.argv[1]).name,
+                                 trials=algo == "rl2")
     if figure is None:
         raise SystemExit(f"{sys.argv[1]}/metrics.jsonl has no training curve to draw")
     print(save_figure(figure, Path(sys.argv[1]) / "learning_curve.png"))

@@ -210,7 +210,8 @@ class Trainer:
         metrics = self.run_dir / "metrics.jsonl"
         if not metrics.is_file():
             return None
-        fig = plots.plot_learning_curve(plots.read_metrics(metrics), f"{self.cfg.run_name()}: training curve")
+        fig = plots.plot_learning_curve(plots.read_metrics(metrics), f"{self.cfg.run_name()}: training curve",
+                                        trials=self.cfg.learner.algo == "rl2")
         return None if fig is None else plots.save_figure(fig, self.run_dir / "learning_curve.png")
 
 

@@ -332,5 +332,6 @@ def test_learning_curve_reads_every_segment_and_keeps_a_repeated_steps_last_valu
     assert series["train/return_pre"] == {1: -9.0, 2: -5.0} and series["eval/return_step1"] == {2: -4.5}
     fig = plots.plot_learning_curve(series, "t")
     assert [line.get_label() for line in fig.axes[0].lines] == [
-        "return pre", "return post", "held-out return_step0", "held-out return_step1"]
+        "before adaptation", "after adaptation", "held-out return_step0", "held-out return_step1"]
+    assert plots.plot_learning_curve(series, trials=True).axes[0].lines[1].get_label() == "last episode of a trial"
     assert plots.plot_learning_curve({"train/accuracy": {1: 0.5}}) is None
