@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Run a training or benchmark command and keep its result in results/NAME/: the exact command, the wall time,
 the machine, the commit, and what it produced (a run's eval.json and pictures; a benchmark's last JSON line).
-README tables are generated from these files (scripts/results_table.py), never typed by hand.
+README tables are generated from these files (scripts/results_table.py), never typed by hand. A run split across
+time-limited segments is recorded by its last segment (the command with --resume): total_wall_s adds the training
+time of the earlier segments, read from the run's checkpoint.
 
     python scripts/record.py --name sinusoid_maml --run_dir runs/sin -- \\
         .venv/bin/python scripts/train.py --config configs/sinusoid_maml.yaml --run_dir runs/sin
@@ -29,13 +31,16 @@ def main() -> None:
     p.add_argument("--name", required=True, help="results/NAME/ receives the record")
     p.add_argument("--run_dir", default="", help="the run's directory: its eval.json and PNGs are kept")
     p.add_argument("--note", default="", help="one line on the conditions (e.g. 'quiet machine')")
+    p.add_argument("--results", default=str(ROOT / "results"), help="where results/NAME/ lives")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
     a = p.parse_args()
     command = a.command[1:] if a.command[:1] == ["--"] else a.command
     if not command:
         raise SystemExit("error: give the command after --")
-    out = ROOT / "results" / a.name
+    out = Path(a.results) / a.name
     out.mkdir(parents=True, exist_ok=True)
+    run_dir = (ROOT / a.run_dir if not Path(a.run_dir).is_absolute() else Path(a.run_dir)) if a.run_dir else None
+    earlier = _earlier_training_s(run_dir) if run_dir and "--resume" in command else 0.0
     git = lambda *args: subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
     # the code that runs is the one at the start; "+dirty": tracked files differed from that commit
     commit = git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
@@ -52,11 +57,13 @@ def main() -> None:
         "machine": {"cpus": len(os.sched_getaffinity(0)), "cpu": platform.processor() or platform.machine(),
                     "python": platform.python_version(), "torch": torch.__version__},
     }
+    if earlier:  # the last segment of a resumed run: add the training time of the segments before it
+        record["total_wall_s"] = round(wall + earlier, 1)
+        record["earlier_segments_training_s"] = round(earlier, 1)
     lines = proc.stdout.strip().splitlines()
     if lines and lines[-1].startswith("{"):
         record["figures"] = json.loads(lines[-1])
-    if a.run_dir:
-        run_dir = ROOT / a.run_dir if not Path(a.run_dir).is_absolute() else Path(a.run_dir)
+    if run_dir:
         # an architecture search also keeps its cell and the retrained network's evaluation
         for name in ("eval.json", "eval.png", "eval_episodes.png", "learning_curve.png", "config.yaml", "genotype.json", "retrain/eval.json"):
             if (run_dir / name).is_file():
@@ -64,6 +71,17 @@ def main() -> None:
     (out / "record.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"{a.name}: exit {proc.returncode}, {wall:.0f} s -> {out}")
     sys.exit(proc.returncode)
+
+
+def _earlier_training_s(run_dir: Path) -> float:
+    """The training time a run's checkpoint holds (its earlier segments), 0 without one."""
+    path = run_dir / "checkpoint.pt"
+    if not path.is_file():
+        return 0.0
+    sys.path.insert(0, str(ROOT))
+    from metarl.checkpoint import load_checkpoint
+
+    return float(load_checkpoint(path).get("elapsed_s", 0.0))
 
 
 if __name__ == "__main__":

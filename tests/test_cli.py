@@ -268,3 +268,21 @@ def test_mujoco_and_metaworld_tables_read_their_result_files(tmp_path, monkeypat
     assert "| MAML-TRPO (published) | ML10 |" in metaworld
     # neither lands in the generic table of commands
     assert "halfcheetah_dir" not in module.tables().split("| command |", 1)[1]
+
+
+def test_record_of_a_resumed_runs_last_segment_adds_the_earlier_segments_training_time(tmp_path):
+    from metarl.checkpoint import save_checkpoint
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    save_checkpoint(run_dir / "checkpoint.pt", {"format": 2, "meta_params": {}, "config": {}, "elapsed_s": 1000.0})
+    (run_dir / "learning_curve.png").write_bytes(b"png")
+    # the recorded command: a stand-in for `train.py ... --resume` printing a JSON last line
+    cmd = [sys.executable, "-c", "import time; time.sleep(0.2); print('{\"x\": 1}')", "--resume"]
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "record.py"), "--name", "r", "--run_dir", str(run_dir),
+                           "--results", str(tmp_path / "results"), "--", *cmd], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "results" / "r" / "record.json").read_text())
+    assert record["earlier_segments_training_s"] == 1000.0 and record["figures"] == {"x": 1}
+    assert 1000.2 <= record["total_wall_s"] == round(record["wall_s"] + 1000.0, 1) < 1030
+    assert (tmp_path / "results" / "r" / "learning_curve.png").read_bytes() == b"png"
