@@ -83,6 +83,16 @@ def save_figure(fig, path: str | Path) -> Path:
     return path
 
 
+def save_learning_curve(run_dir: str | Path, title: str, trials: bool = False) -> Path | None:
+    """RUN_DIR/learning_curve.png from RUN_DIR/metrics.jsonl (every segment of a resumed run); None when the run
+    logged no metrics or no training curve."""
+    metrics = Path(run_dir) / "metrics.jsonl"
+    if not metrics.is_file():
+        return None
+    fig = plot_learning_curve(read_metrics(metrics), title, trials)
+    return None if fig is None else save_figure(fig, Path(run_dir) / "learning_curve.png")
+
+
 if __name__ == "__main__":  # python -m metarl.plots RUN_DIR: (re)draw RUN_DIR/learning_curve.png
     import sys
 
@@ -92,8 +102,7 @@ if __name__ == "__main__":  # python -m metarl.plots RUN_DIR: (re)draw RUN_DIR/l
 
     config = Path(sys.argv[1]) / "config.yaml"
     algo = (yaml.safe_load(config.read_text()) or {}).get("learner", {}).get("algo") if config.is_file() else None
-    figure = plot_learning_curve(read_metrics(Path(sys.argv[1]) / "metrics.jsonl"), Path(sys.argv[1]).name,
-                                 trials=algo == "rl2")
-    if figure is None:
+    path = save_learning_curve(sys.argv[1], Path(sys.argv[1]).name, trials=algo == "rl2")
+    if path is None:
         raise SystemExit(f"{sys.argv[1]}/metrics.jsonl has no training curve to draw")
-    print(save_figure(figure, Path(sys.argv[1]) / "learning_curve.png"))
+    print(path)

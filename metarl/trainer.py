@@ -184,7 +184,8 @@ class Trainer:
                 summary = evaluator.run(self.learner, self.meta)
                 summary["iteration"] = self.iteration
                 paths = evaluator.write(summary, self.run_dir)
-                curve = self._learning_curve()
+                curve = plots.save_learning_curve(self.run_dir, f"{cfg.run_name()}: training curve",
+                                                  trials=cfg.learner.algo == "rl2")
                 if curve is not None:
                     paths["learning_curve"] = curve
                 logger.log(eval_metrics(summary), step=self.iteration)
@@ -203,16 +204,6 @@ class Trainer:
         finally:
             bar.close()
             logger.close()
-
-
-    def _learning_curve(self) -> Path | None:
-        """RUN_DIR/learning_curve.png from the run's metrics.jsonl (every segment of a resumed run)."""
-        metrics = self.run_dir / "metrics.jsonl"
-        if not metrics.is_file():
-            return None
-        fig = plots.plot_learning_curve(plots.read_metrics(metrics), f"{self.cfg.run_name()}: training curve",
-                                        trials=self.cfg.learner.algo == "rl2")
-        return None if fig is None else plots.save_figure(fig, self.run_dir / "learning_curve.png")
 
 
 def _without_defaults(section: dict[str, Any], name: str) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import argparse
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,15 +35,12 @@ def main() -> None:
     from metarl.metaworld_eval import evaluate
 
     out = a.out or str(Path(a.checkpoint).parent / "metaworld_eval.json")
-    start = time.perf_counter()
     try:
         result = evaluate(a.checkpoint, out, a.repeats, a.meta_batch_size, a.adaptation_episodes,
-                          a.evaluation_episodes, a.seed, max_episode_steps=a.max_episode_steps)
+                          a.evaluation_episodes, a.seed, max_episode_steps=a.max_episode_steps,
+                          command=shlex.join(["python", *sys.argv]))
     except (MetaRLError, ImportError, ValueError) as e:
         raise SystemExit(f"error: {e}")
-    # the file says how it was made: the exact command and its wall time
-    result.update(command=shlex.join(["python", *sys.argv]), wall_s=round(time.perf_counter() - start, 1))
-    Path(out).write_text(json.dumps(result, indent=1) + "\n")
     for split in ("train", "test"):
         r = result[split]
         print(f"{split}: success {100 * r['success_mean']:.1f} +- {100 * r['success_ci95']:.1f} %, "

@@ -155,7 +155,7 @@ def test_metaworlds_own_evaluation_scores_a_checkpoint(algo, tmp_path):
                       adaptation_episodes=1, evaluation_episodes=1, max_episode_steps=30)
     saved = json.loads((tmp_path / "mw.json").read_text())
     assert (tmp_path / "mw.png").is_file() and saved["versions"]["mujoco"] == "3.3.0"
-    assert saved["protocol"]["max_episode_steps"] == 30
+    assert saved["protocol"]["max_episode_steps"] == 30 and saved["wall_s"] > 0
     for split in ("train", "test"):
         assert len(result[split]["success_per_repeat"]) == 2 and 0 <= result[split]["success_mean"] <= 1
         # reward v2 pays at most 10 per step: 30-step episodes bound the return (the option reached the envs)
