@@ -76,7 +76,7 @@ class GradientAgent:
         data = process_rollouts(rollouts, self.gamma, self.gae_lambda, self.normalize)
         state = self.state if self.state is not None else expand(self.learner.start(self.meta), n)
         self.state = self.learner.adapt(self.meta, state, data, self.s)
-        self.params = torch.func.vmap(lambda st: self.learner.params(self.meta, st))(self.state)
+        self.params = self.learner.batch_params(self.meta, self.state)
         self.s, self.buffer = self.s + 1, []
 
     def eval_action(self, obs: np.ndarray) -> np.ndarray:

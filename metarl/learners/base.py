@@ -227,6 +227,10 @@ class Learner(ABC):
         """The task parameters of an adaptation state."""
         return state
 
+    def batch_params(self, meta: MetaParams, states: Any) -> Params:
+        """params() of a batch of adaptation states (leading task dim): what a batch of adapted tasks acts with."""
+        return vmap(lambda st: self.params(meta, st))(states)
+
     # ------------------------------------------------------------------ derived: one path for every phase
 
     def path(self, meta: MetaParams, support: list, steps: int) -> list[Params]:

@@ -77,7 +77,7 @@ class RolloutSource(Source):
             out.append((data, r, params))
             if s < steps:
                 state = learner.adapt(meta, expand(state, T) if s == 0 else state, data, s)
-                params = torch.func.vmap(lambda st: learner.params(meta, st))(state)
+                params = learner.batch_params(meta, state)
         return out
 
     def train_batch(self, iteration: int, learner: Learner, meta: MetaParams) -> tuple[Batch, dict[str, float]]:
