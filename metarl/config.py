@@ -175,6 +175,10 @@ class OuterConfig:
     """trpo: line-search step-size factor."""
     hvp_task_fraction: float = 1.0
     """trpo: fraction of the tasks whose KL drives the Hessian-vector products (cheaper CG when < 1)."""
+    hvp_episode_fraction: float = 1.0
+    """trpo, hvp gauss_newton: fraction of each task's episodes in the Hessian-vector products (evenly spaced;
+    cheaper CG when < 1): J's inner Hessian from the kept support episodes, F from the kept query episodes. At
+    one cost, every task with a few episodes models the batch's KL better than a few tasks with all of theirs."""
     hvp: Literal["autograd", "gauss_newton"] = "autograd"
     """trpo: KL Hessian-vector products by double backward through the adaptation, or as J^T F J v (equal
     at the current params, cheaper; one inner step with a fixed step size)."""
@@ -342,7 +346,7 @@ class Config:
             "eval.plot_tasks": E.plot_tasks, "log.wandb_timeout_s": self.log.wandb_timeout_s,
         }, unit_interval={
             "rl.gamma": self.rl.gamma, "rl.gae_lambda": self.rl.gae_lambda, "outer.ls_backtrack": O.ls_backtrack,
-            "outer.hvp_task_fraction": O.hvp_task_fraction,
+            "outer.hvp_task_fraction": O.hvp_task_fraction, "outer.hvp_episode_fraction": O.hvp_episode_fraction,
         })
         if any(h <= 0 for h in self.model.hidden):
             raise ConfigError(f"model.hidden widths must be positive, got {list(self.model.hidden)}")
@@ -414,6 +418,9 @@ class Config:
         if O.optimizer == "trpo" and O.hvp == "gauss_newton" and (L.algo != "maml" or L.inner_steps > 1 or L.learn_inner_lr or L.learn_step_scale):
             raise ConfigError("outer.hvp gauss_newton needs learner.algo maml with one inner step and a fixed "
                               "step size; use autograd")
+        if O.optimizer == "trpo" and O.hvp_episode_fraction < 1 and O.hvp != "gauss_newton":
+            raise ConfigError("outer.hvp_episode_fraction needs outer.hvp gauss_newton (autograd would adapt on "
+                              "the kept support episodes only, away from the policy that sampled the query)")
         if fam.is_rl and self.rl.backend != "auto" and self.rl.backend not in fam.backends:
             raise ConfigError(f"rl.backend {self.rl.backend} is not a backend of {fam.name} "
                               f"({', '.join(fam.backends) or 'it has none to choose'})")
@@ -424,7 +431,8 @@ class Config:
         return self
 
 
-_TRPO_KEYS = ("max_kl", "cg_iters", "cg_damping", "ls_max_steps", "ls_backtrack", "hvp_task_fraction", "hvp")
+_TRPO_KEYS = ("max_kl", "cg_iters", "cg_damping", "ls_max_steps", "ls_backtrack", "hvp_task_fraction",
+              "hvp_episode_fraction", "hvp")
 
 
 def unused_keys(cfg: Config, rl: bool, has_backends: bool) -> dict[str, str]:

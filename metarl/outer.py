@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch.func import vmap
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 
 from metarl.errors import NonFiniteLossError
 from metarl.learners.base import Batch, Learner, at
@@ -126,8 +126,9 @@ def conjugate_gradient(Avp: Callable[[torch.Tensor], torch.Tensor], b: torch.Ten
 
 class TRPOStep:
     """TRPO's outer step on the learner's loss; its metrics must hold "kl", the mean KL(pi_old || pi).
-    Settings (an OuterConfig): max_kl, cg_iters, cg_damping, ls_max_steps, ls_backtrack, hvp_task_fraction
-    (the fraction of tasks whose KL drives the CG's products: rllab's subsampled Fisher), hvp ("autograd":
+    Settings (an OuterConfig): max_kl, cg_iters, cg_damping, ls_max_steps, ls_backtrack, hvp_task_fraction and
+    hvp_episode_fraction (the tasks, and the episodes of each, whose KL drives the CG's products: rllab's
+    subsampled Fisher; episodes with gauss_newton only), hvp ("autograd":
     double backward through the adaptation; "gauss_newton": J^T F J v, see GaussNewtonKL).
 
     The line search's first trial: the full step, whose quadratic KL model is max_kl, shrunk by the last accepted
@@ -183,16 +184,40 @@ class TRPOStep:
         return info
 
     def _hvp_batch(self, batch: Batch) -> Batch:
-        """An evenly spaced, fixed subset of the tasks (rllab's subsampled Fisher), or the whole batch."""
+        """Evenly spaced, fixed subsets of the tasks and of each task's episodes (rllab's subsampled Fisher), or
+        the whole batch."""
         n = batch.num_tasks
         n_sub = max(1, round(self.s.hvp_task_fraction * n))
-        return batch if n_sub >= n else batch.take(torch.linspace(0, n - 1, n_sub).round().long())
+        if n_sub < n:
+            batch = batch.take(torch.linspace(0, n - 1, n_sub).round().long())
+        if self.s.hvp_episode_fraction >= 1:
+            return batch
+        if self.s.hvp != "gauss_newton":
+            raise ValueError("hvp_episode_fraction < 1 needs hvp gauss_newton: autograd would adapt on the kept "
+                             "support episodes only, away from the policy that sampled the query")
+        return episode_subset(batch, self.s.hvp_episode_fraction)
 
     def state_dict(self) -> dict[str, Any]:
         return {"kl_ratio": self.kl_ratio}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.kl_ratio = float(state.get("kl_ratio", 1.0))  # checkpoints before the ratio existed: none yet
+
+
+def episode_subset(batch: Batch, fraction: float) -> Batch:
+    """The batch with an evenly spaced `fraction` of each task's episodes: RL data, every tensor shaped
+    (tasks, episodes, ...); the losses' masked means then average over the episodes kept."""
+    leaves = tree_flatten((batch.support, batch.query))[0]
+    episodes = {t.shape[1] if t.dim() >= 2 else None for t in leaves}
+    if len(episodes) != 1 or None in episodes:
+        raise ValueError(f"episode subsets need data shaped (tasks, episodes, ...) throughout; got episode dims {episodes}")
+    (e,) = episodes
+    keep = max(1, round(fraction * e))
+    if keep >= e:
+        return batch
+    index = torch.linspace(0, e - 1, keep).round().long().to(leaves[0].device)
+    pick = lambda t: t.index_select(1, index)  # noqa: E731
+    return Batch(batch.tasks, tree_map(pick, batch.support), tree_map(pick, batch.query))
 
 
 class GaussNewtonKL:

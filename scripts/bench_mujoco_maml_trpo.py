@@ -46,6 +46,7 @@ def main() -> None:
     p.add_argument("--max-kl", type=float)
     p.add_argument("--hvp", help="TRPO KL Hessian-vector product: autograd or gauss_newton")
     p.add_argument("--hvp-task-fraction", type=float, help="fraction of tasks in the HVPs")
+    p.add_argument("--hvp-episode-fraction", type=float, help="fraction of each task's episodes in the HVPs")
     p.add_argument("--backend", default="cpu", help="physics backend: cpu, or warp (with --device cuda)")
     p.add_argument("--device", default="cpu", help="torch device of the policy and the TRPO step")
     p.add_argument("--torch-threads", type=int, default=2, help="torch threads (the optimisation uses them)")
@@ -60,7 +61,8 @@ def main() -> None:
 
     config_path = shipped_config(args.env)
     flags = {"task": {"horizon": args.horizon}, "learner": {"inner_lr": args.inner_lr},
-             "outer": {"max_kl": args.max_kl, "hvp": args.hvp, "hvp_task_fraction": args.hvp_task_fraction},
+             "outer": {"max_kl": args.max_kl, "hvp": args.hvp, "hvp_task_fraction": args.hvp_task_fraction,
+                       "hvp_episode_fraction": args.hvp_episode_fraction},
              "rl": {"episodes_per_task": args.episodes, "backend": args.backend},
              "train": {"meta_batch_size": args.tasks, "iterations": args.iterations}}
     flags = {k: {f: v for f, v in d.items() if v is not None} for k, d in flags.items()}
@@ -100,7 +102,8 @@ def main() -> None:
     print(json.dumps({
         "env": args.env, "config": str(config_path.relative_to(ROOT)), "tasks": tasks, "episodes": episodes,
         "horizon": cfg.task.horizon, "engine": type(env.engine).__name__, "iterations": len(rows),
-        "hvp": cfg.outer.hvp, "hvp_task_fraction": cfg.outer.hvp_task_fraction, "cg_iters": cfg.outer.cg_iters,
+        "hvp": cfg.outer.hvp, "hvp_task_fraction": cfg.outer.hvp_task_fraction,
+        "hvp_episode_fraction": cfg.outer.hvp_episode_fraction, "cg_iters": cfg.outer.cg_iters,
         "seconds_per_iteration": round(float(np.mean([r["seconds"] for r in warm])), 2),
         "sampling_s": round(sampling, 2), "optimisation_s": round(optimisation, 2),
         "optimisation_over_sampling": round(optimisation / sampling, 3),

@@ -281,6 +281,41 @@ def test_trpo_gauss_newton_fast_path_takes_the_autograd_paths_step(fraction):
     assert moved["autograd"].abs().max() > 1e-4
 
 
+def test_trpo_episode_subset_keeps_every_task_with_evenly_spaced_episodes_and_changes_the_step():
+    from torch.utils._pytree import tree_flatten
+
+    from metarl.config import Config, from_dict
+    from metarl.errors import ConfigError
+    from metarl.learners.base import Batch
+    from metarl.outer import episode_subset
+
+    learner, source, flat, layout = nav_setup(T=3, E=5, H=6)
+    batch, _ = source.train_batch(0, learner, layout.unflatten(flat))
+    sub = TRPOStep(OuterConfig(optimizer="trpo", hvp="gauss_newton", hvp_episode_fraction=0.6))._hvp_batch(batch)
+    assert sub.num_tasks == 3
+    for full, part in zip(tree_flatten((batch.support, batch.query))[0], tree_flatten((sub.support, sub.query))[0]):
+        assert torch.equal(part, full[:, [0, 2, 4]])
+    assert TRPOStep(OuterConfig(optimizer="trpo"))._hvp_batch(batch) is batch
+    moved = []
+    for episode_fraction in (1.0, 0.6):
+        x = flat.clone()
+        settings = OuterConfig(optimizer="trpo", hvp="gauss_newton", hvp_episode_fraction=episode_fraction)
+        assert TRPOStep(settings).step(x, batch, MetaProblem(learner, layout))["accepted"] == 1.0
+        moved.append(x - flat)
+    assert (moved[0] - moved[1]).abs().max() > 1e-3 * moved[0].abs().max()  # a different Fisher, another step
+    with pytest.raises(ValueError, match="tasks, episodes"):
+        episode_subset(Batch({}, [{"x": torch.zeros(3)}], []), 0.5)
+    with pytest.raises(ValueError, match="gauss_newton"):  # autograd would adapt on the kept support episodes
+        TRPOStep(OuterConfig(optimizer="trpo", hvp_episode_fraction=0.6))._hvp_batch(batch)
+    base = {"task": {"name": "Navigation2D"}, "outer": {"optimizer": "trpo"}}
+    for outer, message in [({"hvp": "gauss_newton", "hvp_episode_fraction": 0.0}, "hvp_episode_fraction"),
+                           ({"hvp_episode_fraction": 0.5}, "hvp_episode_fraction needs outer.hvp gauss_newton")]:
+        with pytest.raises(ConfigError, match=message):
+            from_dict(Config, {**base, "outer": {"optimizer": "trpo", **outer}}).validate()
+    with pytest.raises(ConfigError, match="outer.hvp_episode_fraction is not used"):
+        from_dict(Config, {**base, "outer": {"optimizer": "ppo", "hvp_episode_fraction": 0.5}}).validate()
+
+
 def test_trpo_line_search_starts_from_the_last_measured_kl_ratio_and_checkpoints_it():
     learner, source, flat, layout = nav_setup()
     problem, step = MetaProblem(learner, layout), TRPOStep(OuterConfig(optimizer="trpo", max_kl=0.01))
