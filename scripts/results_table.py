@@ -122,7 +122,7 @@ def meta_components_table() -> list[str]:
 #: MuJoCo locomotion with MAML-TRPO (results/<dir>/): directory, env, the published figure beside it
 MUJOCO = [
     ("halfcheetah_dir", "HalfCheetahDir", "about −51 before, +293 after one step (a pytorch-maml-rl reproduction, "
-                                          "control cost 0.05·|a|²: see above); MAML paper Fig. 5"),
+                                          "control cost 0.05·‖a‖²: see above); MAML paper Fig. 5"),
     ("halfcheetah_vel", "HalfCheetahVel", "MAML paper Fig. 5"),
     ("ant_dir", "AntDir", "MAML paper Fig. 5"),
     ("ant_vel", "AntVel", "MAML paper Fig. 5"),
