@@ -137,6 +137,9 @@ class TRPOStep:
     rejected every iteration at the cost of one more adaptation and forward. The ratio is state (checkpointed)."""
 
     def __init__(self, settings: "OuterConfig"):
+        if settings.hvp_episode_fraction < 1 and settings.hvp != "gauss_newton":
+            raise ValueError("hvp_episode_fraction < 1 needs hvp gauss_newton: autograd would adapt on the kept "
+                             "support episodes only, away from the policy that sampled the query")
         self.s = settings
         self.kl_ratio = 1.0  # measured / modelled KL of the last accepted step
 
@@ -190,12 +193,7 @@ class TRPOStep:
         n_sub = max(1, round(self.s.hvp_task_fraction * n))
         if n_sub < n:
             batch = batch.take(torch.linspace(0, n - 1, n_sub).round().long())
-        if self.s.hvp_episode_fraction >= 1:
-            return batch
-        if self.s.hvp != "gauss_newton":
-            raise ValueError("hvp_episode_fraction < 1 needs hvp gauss_newton: autograd would adapt on the kept "
-                             "support episodes only, away from the policy that sampled the query")
-        return episode_subset(batch, self.s.hvp_episode_fraction)
+        return batch if self.s.hvp_episode_fraction >= 1 else episode_subset(batch, self.s.hvp_episode_fraction)
 
     def state_dict(self) -> dict[str, Any]:
         return {"kl_ratio": self.kl_ratio}

@@ -306,7 +306,7 @@ def test_trpo_episode_subset_keeps_every_task_with_evenly_spaced_episodes_and_ch
     with pytest.raises(ValueError, match="tasks, episodes"):
         episode_subset(Batch({}, [{"x": torch.zeros(3)}], []), 0.5)
     with pytest.raises(ValueError, match="gauss_newton"):  # autograd would adapt on the kept support episodes
-        TRPOStep(OuterConfig(optimizer="trpo", hvp_episode_fraction=0.6))._hvp_batch(batch)
+        TRPOStep(OuterConfig(optimizer="trpo", hvp_episode_fraction=0.6))
     base = {"task": {"name": "Navigation2D"}, "outer": {"optimizer": "trpo"}}
     for outer, message in [({"hvp": "gauss_newton", "hvp_episode_fraction": 0.0}, "hvp_episode_fraction"),
                            ({"hvp_episode_fraction": 0.5}, "hvp_episode_fraction needs outer.hvp gauss_newton")]:
