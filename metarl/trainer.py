@@ -184,11 +184,12 @@ class Trainer:
                 summary = evaluator.run(self.learner, self.meta)
                 summary["iteration"] = self.iteration
                 paths = evaluator.write(summary, self.run_dir)
+                # logged before the curve is drawn from metrics.jsonl, so that the curve shows the final evaluation
+                logger.log(eval_metrics(summary), step=self.iteration)
                 curve = plots.save_learning_curve(self.run_dir, f"{cfg.run_name()}: training curve",
                                                   trials=cfg.learner.algo == "rl2")
                 if curve is not None:
                     paths["learning_curve"] = curve
-                logger.log(eval_metrics(summary), step=self.iteration)
                 logger.log_summary(eval_metrics(summary))
                 for name, path in paths.items():
                     if path.suffix == ".png":

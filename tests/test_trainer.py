@@ -335,3 +335,20 @@ def test_learning_curve_reads_every_segment_and_keeps_a_repeated_steps_last_valu
         "before adaptation", "after adaptation", "held-out return_step0", "held-out return_step1"]
     assert plots.plot_learning_curve(series, trials=True).axes[0].lines[1].get_label() == "last episode of a trial"
     assert plots.plot_learning_curve({"train/accuracy": {1: 0.5}}) is None
+
+
+def test_the_learning_curve_is_drawn_after_the_final_evaluation_is_logged(tmp_path, monkeypatch):
+    from metarl import plots
+
+    drawn_from = []
+    original = plots.save_learning_curve
+
+    def spy(run_dir, *args, **kwargs):
+        drawn_from.append(plots.read_metrics(tmp_path / "run" / "metrics.jsonl"))
+        return original(run_dir, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "save_learning_curve", spy)
+    cfg = small_config(tmp_path, iterations=4, log_every=1, checkpoint_every=2)
+    cfg.eval.num_tasks = 5
+    Trainer(cfg).run()
+    assert len(drawn_from) == 1 and drawn_from[0]["eval/loss_step1"].keys() == {4}
