@@ -143,6 +143,30 @@ def test_reset_seed_reproduces_and_noise_scale():
     assert np.abs(qpos_noise).max() <= 0.1 and np.abs(qpos_noise).max() > 0.05
 
 
+def test_velocity_offset_adds_to_every_live_steps_reward_and_nothing_else():
+    from envs.registry import make_distribution
+
+    def rollout(**options):
+        dist = make_distribution("AntVel", **options)
+        env = BatchedMujocoEnv(dist, 2, 2, horizon=60, backend="cpu", dtype=torch.float64)
+        env.reset(seed=1, options={"tasks": dist.sample(2, gen(2))})
+        rng, steps = np.random.default_rng(0), []
+        for _ in range(60):
+            obs, rew, term, _, _ = env.step(torch.from_numpy(rng.uniform(-1, 1, (4, env.nu))))
+            steps.append((obs, rew, term))
+        return steps
+
+    plain, offset = rollout(), rollout(velocity_offset=1.0)
+    ended = torch.zeros(4, dtype=torch.bool)
+    for (o0, r0, t0), (o1, r1, t1) in zip(plain, offset):
+        assert torch.equal(o0, o1) and torch.equal(t0, t1)
+        torch.testing.assert_close(r1, torch.where(ended, r0, r0 + 1.0), rtol=0, atol=1e-12)
+        ended |= t0
+    assert bool(ended.any())  # random actions tip the ant over: the masking after termination was exercised
+    with pytest.raises(ValueError, match="velocity_offset"):
+        make_distribution("AntVel", velocity_offset=float("nan"))
+
+
 def test_bad_input_is_explained():
     dist = BATCHED_NAMES["AntGoal"]()
     with pytest.raises(ValueError, match="cpu-threads"):

@@ -4,7 +4,7 @@ Reward-function tasks (MAML paper, section 5.3) keep Gymnasium v5's model and re
 forward term:
   HalfCheetahVel  velocity v* ~ U[0, 2]      forward = -|v_x - v*|
   HalfCheetahDir  direction d in {-1, +1}    forward = d * v_x
-  AntVel          velocity v* ~ U[0, 3]      forward = -|v_x - v*|
+  AntVel          velocity v* ~ U[0, 3]      forward = -|v_x - v*|  (+ velocity_offset, an option)
   AntDir          direction d in {-1, +1}    forward = d * v_x
   AntGoal         goal g uniform in the disc of radius 3   forward = -||xy - g||
 Transition tasks (randomised dynamics, as in rand_param_envs / ProMP) keep the v5 reward and scale the
@@ -79,7 +79,17 @@ class MujocoTasks(TaskDistribution):
 
 
 class _VelocityTasks(MujocoTasks):
+    """forward = velocity_offset - |v_x - v*|. The offset (default 0, the MAML paper's term) is there for robots
+    that terminate: with v5's terms an AntVel step is worth less than nothing for most targets until the ant runs
+    near them, so ending episodes early pays; an offset of 1.0 (pytorch-maml-rl's AntVel) makes surviving pay."""
+
     max_velocity = 2.0
+
+    def __init__(self, split_cells: int = 8, velocity_offset: float = 0.0, dtype: torch.dtype = torch.float32):
+        super().__init__(split_cells, dtype)
+        if not math.isfinite(velocity_offset):
+            raise ValueError(f"velocity_offset must be a finite number, got {velocity_offset}")
+        self.velocity_offset = float(velocity_offset)
 
     def sample(self, n: int, generator: torch.Generator, split: Split = "train") -> TaskBatch:
         u = self._uniform(n, 1, generator, split)[:, 0]
@@ -89,7 +99,8 @@ class _VelocityTasks(MujocoTasks):
         return {"velocity": ()}
 
     def forward_term(self, params, x_velocity, xy_velocity, xy_position):
-        return -1.0 * abs(x_velocity - params["velocity"])
+        forward = -1.0 * abs(x_velocity - params["velocity"])
+        return forward + self.velocity_offset if self.velocity_offset else forward
 
 
 class _DirectionTasks(MujocoTasks):
