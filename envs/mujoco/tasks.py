@@ -81,7 +81,8 @@ class MujocoTasks(TaskDistribution):
 class _VelocityTasks(MujocoTasks):
     """forward = velocity_offset - |v_x - v*|. The offset (default 0, the MAML paper's term) is there for robots
     that terminate: with v5's terms an AntVel step is worth less than nothing for most targets until the ant runs
-    near them, so ending episodes early pays; an offset of 1.0 (pytorch-maml-rl's AntVel) makes surviving pay."""
+    near them, so ending episodes early pays; an offset (1.0 in pytorch-maml-rl's AntVel) moves the balance towards
+    surviving, but alone does not outweigh v5's control cost early in training."""
 
     max_velocity = 2.0
 
