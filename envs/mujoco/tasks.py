@@ -100,8 +100,7 @@ class _VelocityTasks(MujocoTasks):
         return {"velocity": ()}
 
     def forward_term(self, params, x_velocity, xy_velocity, xy_position):
-        forward = -1.0 * abs(x_velocity - params["velocity"])
-        return forward + self.velocity_offset if self.velocity_offset else forward
+        return self.velocity_offset - abs(x_velocity - params["velocity"])
 
 
 class _DirectionTasks(MujocoTasks):
