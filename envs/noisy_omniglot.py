@@ -1,5 +1,5 @@
 """Many-class Omniglot classification with corrupted training labels: the data for learning which examples to
-trust (metarl.learners.reweight).
+trust (metarl.algorithms.reweight).
 
 `classes` characters of the Omniglot archives (drawn by `split_seed`) are the classes. Each character's 20
 drawings are split once: the first 15 are the training pool, the 16th the small clean validation set, the last

@@ -166,7 +166,7 @@ class OmniglotTasks(SupervisedTaskDistribution):
 
     def plot_adaptation(self, trace: dict):
         """One held-out task: its support set (a row per class) and query drawings framed green where the
-        learner adapted for the most steps is right, red where wrong (trace: metarl.experience.SupervisedSource)."""
+        learner adapted for the most steps is right, red where wrong (trace: metarl.supervised.source.SupervisedSource)."""
         import matplotlib.pyplot as plt
 
         (sx, sy), (qx, qy) = (tuple(t[:1] for t in d) for d in (trace["support"], trace["query"]))

@@ -50,7 +50,7 @@ class SinusoidTasks(CheckerboardBoxTasks, SupervisedTaskDistribution):
 
     def plot_adaptation(self, trace: dict):
         """A few held-out tasks: the true curve, the support points and the learner's fit after some steps
-        (trace: see metarl.experience.SupervisedSource.trace)."""
+        (trace: see metarl.supervised.source.SupervisedSource.trace)."""
         import matplotlib.pyplot as plt
 
         tasks, (sx, sy) = trace["tasks"], trace["support"]

@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metarl.config import Config, parse_cli  # noqa: E402
-from metarl.evaluate import Evaluator  # noqa: E402
-from metarl.trainer import Trainer  # noqa: E402
+from metarl.run.cli import parse_config  # noqa: E402
+from metarl.run.evaluate import Evaluator  # noqa: E402
+from metarl.run.trainer import Trainer  # noqa: E402
 
 
 def main() -> None:
@@ -34,8 +34,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median of each taken)")
     args, flags = p.parse_known_args()
     with tempfile.TemporaryDirectory() as run_dir:
-        cfg = parse_cli(Config, ["--config", args.config, *flags, "--run_dir", run_dir, "--log.wandb", "disabled",
-                                 "--train.eval_every", "0"])
+        cfg = parse_config(["--config", args.config, *flags, "--run_dir", run_dir, "--log.wandb", "disabled",
+                            "--train.eval_every", "0"])
         trainer = Trainer(cfg)
         e = cfg.eval
         evaluator = Evaluator(trainer.source, args.tasks, e.steps, e.batch_size, e.seed)
@@ -52,7 +52,7 @@ def main() -> None:
     per_iter, per_task = sorted(train_s)[len(train_s) // 2], sorted(eval_s)[len(eval_s) // 2]
     final_eval, train_300 = per_task * e.num_tasks, per_iter * 300
     print(json.dumps({
-        "config": args.config, "task_batching": trainer.learner.batching, "eval_tasks": e.num_tasks,
+        "config": args.config, "task_batching": trainer.learner.executor.mode, "eval_tasks": e.num_tasks,
         "eval_steps": e.steps, "eval_k_query": e.k_query, "train_s_per_iter": round(per_iter, 4),
         "eval_s_per_task": round(per_task, 4), "final_eval_s": round(final_eval, 1),
         "train_300_iterations_s": round(train_300, 1), "eval_vs_300_iterations": round(final_eval / train_300, 3),

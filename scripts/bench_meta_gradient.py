@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from metarl.config import Config  # noqa: E402
-from metarl.objectives import SupervisedObjective  # noqa: E402
-from metarl.trainer import Trainer  # noqa: E402
+from metarl.run.config import Config  # noqa: E402
+from metarl.supervised.objective import SupervisedObjective  # noqa: E402
+from metarl.run.trainer import Trainer  # noqa: E402
 
 
 def sinusoid_config(compile_: bool, tasks: int) -> Config:

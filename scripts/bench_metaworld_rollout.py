@@ -58,8 +58,8 @@ def main() -> None:
         from envs.meta_world import MetaWorldTasks
     except ImportError as e:
         raise SystemExit(f"error: {e}")
-    from metarl.models import parameters_of
-    from metarl.rl.policy import GaussianMLPPolicy
+    from metarl.nets import parameters_of
+    from metarl.nets.policies import GaussianMLPPolicy
     from metarl.rl.sampler import BatchedSampler
 
     torch.set_num_threads(1)  # the physics is the work; the policy call is one small batched matmul per step

@@ -56,8 +56,8 @@ def main() -> None:
     torch.set_num_threads(args.torch_threads)
     sys.path.insert(0, str(ROOT))
 
-    from metarl.config import Config, from_dict, merge_dicts, read_yaml
-    from metarl.trainer import Trainer
+    from metarl.run.config import Config, from_dict, merge_dicts, read_yaml
+    from metarl.run.trainer import Trainer
 
     config_path = shipped_config(args.env)
     flags = {"task": {"horizon": args.horizon}, "learner": {"inner_lr": args.inner_lr},

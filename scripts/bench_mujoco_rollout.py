@@ -45,8 +45,8 @@ def parse() -> argparse.Namespace:
 
 def bench_ours(args, names) -> tuple[float, object]:
     from envs.mujoco.batched import BatchedMujocoEnv
-    from metarl.params import expand
-    from metarl.rl.policy import GaussianMLPPolicy
+    from metarl.core.params import expand
+    from metarl.nets.policies import GaussianMLPPolicy
     from metarl.rl.sampler import BatchedSampler
 
     dist = names[args.env]()
@@ -75,7 +75,7 @@ def bench_ours(args, names) -> tuple[float, object]:
 def bench_sync(args, names, steps: int) -> float:
     import gymnasium as gym
 
-    from metarl.rl.policy import GaussianMLPPolicy
+    from metarl.nets.policies import GaussianMLPPolicy
 
     dist = names[args.env]()
     tasks = dist.sample(args.tasks, torch.Generator().manual_seed(args.seed))

@@ -32,10 +32,11 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from envs.omniglot import OmniglotTasks  # noqa: E402
-from metarl.convnet import ConvNet, reference_forward  # noqa: E402
-from metarl.learners import MAML  # noqa: E402
-from metarl.models import parameters_of  # noqa: E402
-from metarl.objectives import SupervisedObjective  # noqa: E402
+from metarl.nets.convnet import ConvNet, reference_forward  # noqa: E402
+from metarl.algorithms.maml import MAML  # noqa: E402
+from metarl.core.executor import TaskExecutor  # noqa: E402
+from metarl.nets import parameters_of  # noqa: E402
+from metarl.supervised.objective import SupervisedObjective  # noqa: E402
 
 WAYS, SHOTS, QUERY, INNER_LR = 5, 1, 15, 0.4
 
@@ -69,8 +70,8 @@ def run_omniglot_case(device: str = "cpu", tasks: int = 32, repeats: int = 5, wa
     def metarl_step(batching: str):
         """metarl's MAML learner with one task batching (plain convolutions one task at a time, as build sets up)."""
         model = ConvNet(1, WAYS, layout="nchw" if batching in ("loop", "threads") else "channels_last").to(dev)
-        learner = MAML(SupervisedObjective(model, "cross_entropy"), init, inner_lr=INNER_LR, inner_steps=1)
-        learner.batching, learner.chunk_size = batching, 8
+        learner = MAML(SupervisedObjective(model, "cross_entropy"), init, inner_lr=INNER_LR, inner_steps=1,
+                       executor=TaskExecutor(batching, chunk_size=8))
         meta = learner.init_meta_params()
         leaves = [t.requires_grad_() for g in meta.values() for t in g.values()]
         opt = torch.optim.Adam(leaves, lr=1e-3)
@@ -122,9 +123,9 @@ def run_omniglot_case(device: str = "cpu", tasks: int = 32, repeats: int = 5, wa
 
 
 def auto_batching(dev: torch.device) -> str:
-    """What train.task_batching auto picks for a conv net on this device (metarl.build)."""
-    from metarl.build import task_batching
-    from metarl.config import Config, from_dict
+    """What train.task_batching auto picks for a conv net on this device (metarl.run.build)."""
+    from metarl.run.build import task_batching
+    from metarl.run.config import Config, from_dict
 
     return task_batching(from_dict(Config, {"task": {"name": "Omniglot"}, "model": {"arch": "conv"}}), dev)
 
@@ -137,8 +138,8 @@ def _memory_child(device: str, mode: str, ways: int, steps: int, tasks: int, que
     dev = torch.device(device)
     model = ConvNet(1, ways, channels=channels, layout="nchw" if batching in ("loop", "threads") else "channels_last")
     learner = MAML(SupervisedObjective(model.to(dev), "cross_entropy"), parameters_of(model, device=dev),
-                   inner_lr=0.1, inner_steps=steps, first_order=mode == "first_order")
-    learner.batching, learner.recompute_steps = batching, mode == "recompute"
+                   inner_lr=0.1, inner_steps=steps, first_order=mode == "first_order",
+                   executor=TaskExecutor(batching, recompute=mode == "recompute"))
     gen = torch.Generator().manual_seed(0)
     images = lambda n: torch.rand(tasks, n, 1, 28, 28, generator=gen).to(dev)  # noqa: E731
     labels = lambda n: torch.arange(ways).repeat(n // ways).expand(tasks, -1).to(dev)  # noqa: E731

@@ -28,8 +28,8 @@ import torch  # noqa: E402
 
 import envs  # noqa: E402  (registers the task families and their single env ids)
 from envs import make_batched_env  # noqa: E402
-from metarl.models import parameters_of  # noqa: E402
-from metarl.rl.policy import GaussianMLPPolicy  # noqa: E402
+from metarl.nets import parameters_of  # noqa: E402
+from metarl.nets.policies import GaussianMLPPolicy  # noqa: E402
 from metarl.rl.sampler import BatchedSampler  # noqa: E402
 
 #: the families benchmarked so far (any RL family of envs.registry works)

@@ -14,30 +14,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metarl.cli import main_guard  # noqa: E402
-from metarl.config import Config, help_text  # noqa: E402
-from metarl.errors import ConfigError  # noqa: E402
-from metarl.evaluate import evaluate_checkpoint, format_summary  # noqa: E402
-
-
-def pop_flag(args: list[str], flag: str) -> str | None:
-    """Remove `flag VALUE` or `flag=VALUE` from args; the value, or None."""
-    for i, a in enumerate(args):
-        if a == flag and i + 1 < len(args):
-            value = args[i + 1]
-            del args[i : i + 2]
-            return value
-        if a.startswith(flag + "="):
-            return args.pop(i).split("=", 1)[1]
-    return None
+from metarl.core.errors import ConfigError  # noqa: E402
+from metarl.run.cli import main_guard, parse_config, pop_flag  # noqa: E402
+from metarl.run.evaluate import evaluate_checkpoint, format_summary  # noqa: E402
 
 
 @main_guard
 def main() -> None:
     args = sys.argv[1:]
     if "-h" in args or "--help" in args:
-        print(__doc__ + "\nConfig flags:\n" + help_text(Config, None))
-        return
+        parse_config(["--help"], description=__doc__ + "\nConfig flags override the checkpoint's own config:")
     checkpoint, out = pop_flag(args, "--checkpoint"), pop_flag(args, "--out")
     if checkpoint is None:
         raise ConfigError("--checkpoint PATH is required (a checkpoint.pt written by scripts/train.py)")

@@ -31,13 +31,15 @@ def main() -> None:
                    help="episode length in the evaluation; 0 = Meta-World's own (500)")
     p.add_argument("--seed", type=int, default=12345)
     a = p.parse_args()
-    from metarl.errors import MetaRLError
-    from metarl.metaworld_eval import evaluate
+    from envs.meta_world.evaluation import evaluate
+    from metarl.core.errors import MetaRLError
+    from metarl.run.evaluate import load_run
 
     out = a.out or str(Path(a.checkpoint).parent / "metaworld_eval.json")
     try:
-        result = evaluate(a.checkpoint, out, a.repeats, a.meta_batch_size, a.adaptation_episodes,
-                          a.evaluation_episodes, a.seed, max_episode_steps=a.max_episode_steps,
+        _, run, meta, state = load_run(a.checkpoint)
+        result = evaluate(run, meta, state["iteration"], a.checkpoint, out, a.repeats, a.meta_batch_size,
+                          a.adaptation_episodes, a.evaluation_episodes, a.seed, max_episode_steps=a.max_episode_steps,
                           command=shlex.join(["python", *sys.argv]))
     except (MetaRLError, ImportError, ValueError) as e:
         raise SystemExit(f"error: {e}")

@@ -79,7 +79,7 @@ def _earlier_training_s(run_dir: Path) -> float:
     if not path.is_file():
         return 0.0
     sys.path.insert(0, str(ROOT))
-    from metarl.checkpoint import load_checkpoint
+    from metarl.run.checkpoint import load_checkpoint
 
     return float(load_checkpoint(path).get("elapsed_s", 0.0))
 

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from metarl.algorithms import ALGORITHMS, DEFAULT  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -38,8 +42,8 @@ def omniglot_table() -> list[str]:
         record, summary = json.loads(path.read_text()), json.loads(eval_json.read_text())
         cfg = yaml.safe_load(config.read_text())
         learner = cfg["learner"]
-        algo = {"maml": "FOMAML" if learner.get("first_order") else "MAML", "reptile": "Reptile",
-                "lstm": "LSTM meta-learner"}[learner.get("algo", "maml")]
+        spec = ALGORITHMS[learner.get("algo", DEFAULT)]
+        algo = f"FO{spec.title}" if learner.get("first_order") and spec.title == "MAML" else spec.title
         if learner.get("augmentation", "none") != "none":
             algo += f" + {learner['augmentation']} augmentation"
         if learner.get("hypergradient", "unrolled") != "unrolled":
@@ -92,7 +96,7 @@ def meta_components_table() -> list[str]:
     import sys
 
     sys.path.insert(0, str(ROOT))
-    from metarl.stats import seed_mean_ci95
+    from metarl.core.stats import seed_mean_ci95
 
     rows = []
     for config, problem, role in META_COMPONENTS:

@@ -11,14 +11,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metarl.cli import main_guard  # noqa: E402
-from metarl.config import Config, parse_cli  # noqa: E402
-from metarl.trainer import run  # noqa: E402
+from metarl.run.cli import main_guard, parse_config  # noqa: E402
+from metarl.run.trainer import run  # noqa: E402
 
 
 @main_guard
 def main() -> None:
-    cfg = parse_cli(Config, description=__doc__)
+    cfg = parse_config(description=__doc__)
     result = run(cfg)
     if "eval" not in result:  # torch.distributed ranks other than 0
         return

@@ -5,10 +5,11 @@ import torch
 from test_maml import float64_default  # noqa: F401 (an autouse fixture: float64 here too)
 from torch import nn
 
-from metarl.augment import NOISE_DIMS, affine_augment
-from metarl.learners import MAML
-from metarl.models import parameters_of
-from metarl.objectives import SupervisedObjective
+from metarl.nets.augment import NOISE_DIMS, affine_augment
+from metarl.algorithms.maml import MAML
+from metarl.core.executor import TaskExecutor
+from metarl.nets import parameters_of
+from metarl.supervised.objective import SupervisedObjective
 
 
 def images(g, *lead, side=8):
@@ -33,8 +34,7 @@ def augmented_case(augmentation="learned"):
     for p in model.parameters():
         p.data = torch.randn(p.shape, generator=g) * 0.5
     learner = MAML(SupervisedObjective(model, "cross_entropy"), parameters_of(model), inner_lr=0.5, inner_steps=2,
-                   augmentation=augmentation, augment_magnitudes=(0.3, 0.2, 0.1, 0.15))
-    learner.batching = "loop"
+                   augmentation=augmentation, augment_magnitudes=(0.3, 0.2, 0.1, 0.15), executor=TaskExecutor("loop"))
     noise = torch.rand(2, 3, NOISE_DIMS, generator=g) * 2 - 1
     support = (images(g, 2, 3), torch.arange(3).repeat(2, 1), noise)
     query = (images(g, 2, 6), torch.arange(3).repeat(2, 2))
@@ -66,8 +66,8 @@ def test_fixed_augmentation_changes_the_adaptation_and_learns_nothing():
 
 
 def omniglot_run(tmp_path, augmentation, **train):
-    from metarl.config import Config, from_dict
-    from metarl.trainer import Trainer
+    from metarl.run.config import Config, from_dict
+    from metarl.run.trainer import Trainer
 
     cfg = from_dict(Config, {
         "task": {"name": "Omniglot", "k_support": 1, "k_query": 1}, "model": {"arch": "conv", "channels": 4},
@@ -93,11 +93,13 @@ def test_augmentation_noise_is_data_from_the_seed_and_keeps_the_tasks(tmp_path):
 
 
 def test_config_checks_augmentation():
-    from metarl.config import Config, from_dict
-    from metarl.errors import ConfigError
+    from metarl.run.config import Config, from_dict
+    from metarl.core.errors import ConfigError
 
     for cfg, message in [
-        ({"learner": {"augmentation": "learned"}}, "needs learner.algo maml or reweight on an image task"),
+        ({"learner": {"augmentation": "learned"}}, "learner.augmentation needs an image task"),
+        ({"task": {"name": "Omniglot"}, "model": {"arch": "conv"}, "learner": {"algo": "reptile", "augmentation": "fixed"}},
+         "learner.augmentation is not used with learner.algo reptile"),
         ({"task": {"name": "NoisyOmniglot"}, "model": {"arch": "conv"},
           "learner": {"algo": "reweight", "weighting": "l2rw", "augmentation": "learned"}}, "needs weighting none or mwn"),
         ({"task": {"name": "Omniglot"}, "model": {"arch": "conv"}, "learner": {"augment_magnitudes": [0.1] * 4}},
@@ -112,8 +114,8 @@ def test_config_checks_augmentation():
 @pytest.mark.parametrize("weighting", ["none", "mwn"])
 def test_reweighting_learns_the_magnitudes_through_its_lookahead_step(weighting):
     """The small-data problem's learner: d L_val(theta - alpha grad_theta L_train(theta; x under m)) / d m."""
-    from metarl.augment import augmented
-    from metarl.learners import ExampleReweighting
+    from metarl.nets.augment import augmented
+    from metarl.algorithms.reweight import ExampleReweighting
 
     g = torch.Generator().manual_seed(2)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Tanh(), nn.Linear(8, 3))

@@ -8,49 +8,48 @@ import torch
 from test_maml import float64_default  # noqa: F401 (an autouse fixture: float64 here too)
 from torch import nn
 
-from metarl.convnet import ConvNet
-from metarl.learners import MAML, LSTMMetaLearner, Reptile
-from metarl.models import MLP, parameters_of
-from metarl.objectives import SupervisedObjective
+from metarl.algorithms.lstm import LSTMMetaLearner
+from metarl.algorithms.maml import MAML
+from metarl.algorithms.reptile import Reptile
+from metarl.core.executor import TaskExecutor, map_tasks
+from metarl.nets import parameters_of
+from metarl.nets.convnet import ConvNet
+from metarl.nets.mlp import MLP
+from metarl.supervised.objective import SupervisedObjective
 
 
 def flat(tree):
     return torch.cat([t.reshape(-1) for g in tree.values() for t in g.values()])
 
 
-def mlp_case(learner_cls=MAML, **kw):
+def mlp_case(learner_cls=MAML, executor=None, **kw):
     g = torch.Generator().manual_seed(0)
     model = MLP(1, [8, 8], 1, generator=g)
     model[1], model[3] = nn.Tanh(), nn.Tanh()
     data = lambda: (torch.randn(5, 6, 1, generator=g), torch.randn(5, 6, 1, generator=g))  # noqa: E731
-    return learner_cls(SupervisedObjective(model), parameters_of(model), **kw), data(), data()
+    return learner_cls(SupervisedObjective(model), parameters_of(model), executor=executor, **kw), data(), data()
 
 
-def conv_case(layout):
+def conv_case(layout, executor=None, **kw):
     g = torch.Generator().manual_seed(0)
     model = ConvNet(1, 3, channels=4, image_size=16, generator=torch.Generator().manual_seed(1), layout=layout)
     support = (torch.rand(4, 3, 1, 16, 16, generator=g), torch.arange(3).repeat(4, 1))
     query = (torch.rand(4, 6, 1, 16, 16, generator=g), torch.arange(3).repeat(4, 2))
-    learner = MAML(SupervisedObjective(model, "cross_entropy"), parameters_of(model), inner_lr=0.3, inner_steps=2)
+    learner = MAML(SupervisedObjective(model, "cross_entropy"), parameters_of(model), inner_lr=0.3, inner_steps=2,
+                   executor=executor, **kw)
     return learner, support, query
 
 
-def with_batching(learner, batching, chunk_size=2):
-    learner.batching, learner.chunk_size = batching, chunk_size
-    return learner
-
-
 @pytest.mark.parametrize("make", [
-    lambda: mlp_case(inner_lr=0.1, inner_steps=2, learn_inner_lr=True, step_loss_weights=(1.0, 2.0)),
-    lambda: mlp_case(inner_lr=0.1, inner_steps=2, first_order=True),
-    lambda: mlp_case(LSTMMetaLearner, inner_steps=2, first_order=False),
-    lambda: mlp_case(Reptile, inner_lr=0.1, inner_steps=3),
+    lambda ex: mlp_case(inner_lr=0.1, inner_steps=2, learn_inner_lr=True, step_loss_weights=(1.0, 2.0), executor=ex),
+    lambda ex: mlp_case(inner_lr=0.1, inner_steps=2, first_order=True, executor=ex),
+    lambda ex: mlp_case(LSTMMetaLearner, inner_steps=2, first_order=False, executor=ex),
+    lambda ex: mlp_case(Reptile, inner_lr=0.1, inner_steps=3, executor=ex),
 ], ids=["meta-sgd", "fomaml", "lstm", "reptile"])
 def test_every_batching_gives_the_same_meta_gradient_and_adaptation(make):
     results = {}
     for batching in ("vmap", "loop", "chunks", "threads"):
-        learner, support, query = make()
-        with_batching(learner, batching)
+        learner, support, query = make(TaskExecutor(batching, chunk_size=2))
         meta = learner.init_meta_params()
         grads, loss, metrics = learner.meta_gradient(meta, support, query)
         path = learner.adapt_path(meta, support, 3)
@@ -66,10 +65,10 @@ def test_conv_layouts_and_batchings_agree_and_match_finite_differences():
     meta = ref_learner.init_meta_params()
     ref = flat(ref_learner.meta_gradient(meta, support, query)[0])
     for layout, batching in (("nchw", "loop"), ("nchw", "threads"), ("channels_last", "loop"), ("channels_last", "chunks")):
-        learner = with_batching(conv_case(layout)[0], batching, chunk_size=3)
+        learner = conv_case(layout, TaskExecutor(batching, chunk_size=3))[0]
         torch.testing.assert_close(flat(learner.meta_gradient(meta, support, query)[0]), ref, rtol=1e-8, atol=1e-10)
     # and the loop with plain convolutions is the derivative of the loss (one random direction)
-    learner = with_batching(conv_case("nchw")[0], "loop")
+    learner = conv_case("nchw", TaskExecutor("loop"))[0]
     gen = torch.Generator().manual_seed(2)
     d = {g: {k: torch.randn(v.shape, generator=gen) for k, v in grp.items()} for g, grp in meta.items()}
     eps = 1e-8  # ReLU / max-pool kinks lie within 1e-7 of this point here: a larger step straddles them
@@ -79,8 +78,6 @@ def test_conv_layouts_and_batchings_agree_and_match_finite_differences():
 
 
 def test_task_threads_run_tasks_side_by_side_in_order_on_one_torch_thread_each():
-    from metarl.learners.base import map_tasks
-
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -114,9 +111,9 @@ def test_task_threads_run_tasks_side_by_side_in_order_on_one_torch_thread_each()
 
 
 def test_auto_batching_is_task_threads_for_conv_nets_on_cpu_and_vmap_otherwise():
-    from metarl.build import task_batching
-    from metarl.config import Config, from_dict
-    from metarl.errors import ConfigError
+    from metarl.run.build import task_batching
+    from metarl.run.config import Config, from_dict
+    from metarl.core.errors import ConfigError
 
     cpu = torch.device("cpu")
     conv = from_dict(Config, {"task": {"name": "Omniglot"}, "model": {"arch": "conv"}})
@@ -130,29 +127,29 @@ def test_auto_batching_is_task_threads_for_conv_nets_on_cpu_and_vmap_otherwise()
 
 @pytest.mark.parametrize("batching", ["loop", "threads"])
 def test_recomputed_inner_steps_give_the_same_second_order_meta_gradient(batching):
-    for make in (lambda: conv_case("nchw"),
-                 lambda: mlp_case(inner_lr=0.1, inner_steps=3, learn_inner_lr=True, step_loss_weights=(1.0, 0.0, 2.0))):
-        learner, support, query = make()
-        with_batching(learner, batching)
+    for make in (lambda ex, **kw: conv_case("nchw", ex, **kw),
+                 lambda ex, **kw: mlp_case(inner_lr=0.1, inner_steps=3, learn_inner_lr=True,
+                                           step_loss_weights=(1.0, 0.0, 2.0), executor=ex, **kw)):
+        learner, support, query = make(TaskExecutor(batching))
         meta = learner.init_meta_params()
         plain = flat(learner.meta_gradient(meta, support, query)[0])
-        learner.recompute_steps = True
-        recomputed = flat(learner.meta_gradient(meta, support, query)[0])
+        recomputed = flat(make(TaskExecutor(batching, recompute=True))[0].meta_gradient(meta, support, query)[0])
         torch.testing.assert_close(recomputed, plain, rtol=1e-10, atol=1e-12)
-        learner.first_order = True  # and it is still second order: first order differs
-        assert (flat(learner.meta_gradient(meta, support, query)[0]) - plain).abs().max() > 1e-4
+        # and it is still second order: first order differs
+        first = make(TaskExecutor(batching, recompute=True), first_order=True)[0]
+        assert (flat(first.meta_gradient(meta, support, query)[0]) - plain).abs().max() > 1e-4
 
 
 def test_recomputed_inner_steps_need_one_task_at_a_time():
-    from metarl.build import build
-    from metarl.config import Config, from_dict
-    from metarl.errors import ConfigError
+    from metarl.run.build import build
+    from metarl.run.config import Config, from_dict
+    from metarl.core.errors import ConfigError
 
     cfg = from_dict(Config, {"task": {"name": "Sinusoid"}, "train": {"recompute_inner_steps": True}})
     with pytest.raises(ConfigError, match="recompute_inner_steps needs .* loop or threads"):
         build(cfg.validate())
     cfg.train.task_batching = "loop"
-    assert build(cfg.validate()).learner.recompute_steps
+    assert build(cfg.validate()).learner.executor.recompute
 
 
 def test_recomputed_20way_5step_maml_holds_at_most_half_the_memory():

@@ -99,7 +99,9 @@ BAD = [
     (["--learner.inner_steps", "2", "--learner.step_loss_weights", "1"], "learner.step_loss_weights needs"),
     (["--device", "tpu"], "device: unknown device 'tpu'"),
     (["--model.arch", "conv"], "model.arch conv needs image inputs; Sinusoid's are shaped (1,)"),
-    (["--model.hidden", "8", "x"], "model.hidden[1] must be an integer"),
+    (["--model.hidden", "8", "x"], "model.hidden must be a list of integers, got ['8', 'x']"),
+    (["--train.dtype", "float16"], "train.dtype must be one of float32, float64; got 'float16'"),
+    (["--learner.first_order", "3"], "unexpected argument(s) 3"),
     (["--task.options.wayz", "3", "--task.name", "Omniglot", "--model.arch", "conv"], "unexpected keyword argument 'wayz'"),
 ]
 
@@ -145,11 +147,14 @@ def test_task_options_can_be_set_from_the_command_line(tmp_path, cli):
     res = cli("train.py", "--task.name", "Omniglot", "--model.arch", "conv", "--task.options.data_dir", str(missing),
               "--run_dir", str(tmp_path / "r"), *FAST)
     assert_one_line_error(res, str(missing))
-    from metarl.config import Config, parse_cli
+    from metarl.run.cli import parse_config
 
-    cfg = parse_cli(Config, ["--task.name", "omniglot", "--model.arch", "conv", "--task.options.ways", "20",
-                             "--task.options.split_by=character"])
+    cfg = parse_config(["--task.name", "omniglot", "--model.arch", "conv", "--task.options.ways", "20",
+                        "--task.options.split_by=character"])
     assert cfg.task.options == {"ways": 20, "split_by": "character"}
+    # merged into the YAML's options, not replacing them
+    cfg = parse_config(["--config", str(ROOT / "configs/omniglot_5way1shot.yaml"), "--task.options.ways", "20"])
+    assert cfg.task.options["ways"] == 20 and cfg.task.options["split_by"] == "alphabet"
 
 
 def test_non_finite_loss_is_reported_with_its_iteration(tmp_path, cli):
@@ -184,7 +189,8 @@ def test_help_lists_every_field_with_its_doc(cli):
     res = cli("train.py", "--help")
     assert res.returncode == 0
     for flag in ("--learner.first_order", "--train.meta_batch_size", "--eval.num_tasks", "--log.wandb", "--resume",
-                 "--outer.max_kl", "--rl.compile_sampler", "--rl.backend", "--task.options.KEY VALUE"):
+                 "--outer.max_kl", "--rl.compile_sampler", "--rl.backend", "--task.options.KEY VALUE", "protonet (",
+                 "anil (", "trpo ("):
         assert flag in res.stdout, flag
     assert "Drop second-order terms" in res.stdout
     assert cli("evaluate.py", "--help").returncode == 0
@@ -271,7 +277,7 @@ def test_mujoco_and_metaworld_tables_read_their_result_files(tmp_path, monkeypat
 
 
 def test_record_of_a_resumed_runs_last_segment_adds_the_earlier_segments_training_time(tmp_path):
-    from metarl.checkpoint import save_checkpoint
+    from metarl.run.checkpoint import save_checkpoint
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -7,9 +7,10 @@ import pytest
 
 import envs
 from envs.omniglot_data import default_data_dir
-from metarl.config import Config, from_dict, load_yaml, merge_dicts, parse_flags, to_dict
-from metarl.evaluate import evaluate_checkpoint
-from metarl.trainer import Trainer
+from metarl.run.cli import parse_config
+from metarl.run.config import Config, load_yaml, to_dict
+from metarl.run.evaluate import evaluate_checkpoint
+from metarl.run.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -39,7 +40,7 @@ def small(path: Path, run_dir: Path) -> Config:
     if cfg.learner.algo == "rl2":  # the GRU's one width; no more minibatches than the 2 tasks
         flags += ["--model.hidden", "8", "--outer.minibatches", str(min(2, cfg.outer.minibatches))]
     flags += ["--run_dir", str(run_dir)]
-    return from_dict(Config, merge_dicts(to_dict(cfg), parse_flags(Config, flags))).validate()
+    return parse_config(flags, base=to_dict(cfg))
 
 
 def test_every_config_loads_and_validates():

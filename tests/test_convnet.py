@@ -3,10 +3,12 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
-from metarl.convnet import ConvNet, reference_forward
-from metarl.learners import MAML, Reptile
-from metarl.models import parameters_of
-from metarl.objectives import SupervisedObjective
+from metarl.nets.convnet import ConvNet, reference_forward
+from metarl.core.executor import TaskExecutor
+from metarl.algorithms.maml import MAML
+from metarl.algorithms.reptile import Reptile
+from metarl.nets import parameters_of
+from metarl.supervised.objective import SupervisedObjective
 
 WAYS = 5
 SIDE = 16  # small drawings keep the float64 tests fast: 16 -> 8 -> 4 -> 2 -> 1
@@ -171,8 +173,8 @@ def test_support_statistics_meta_gradient_is_the_same_vmapped_or_looped_and_matc
     grads = {}
     for layout, batching in (("channels_last", "vmap"), ("nchw", "loop")):
         net.layout = layout
-        learner = MAML(SupervisedObjective(net, "cross_entropy"), params, inner_lr=0.4, inner_steps=1)
-        learner.batching = batching
+        learner = MAML(SupervisedObjective(net, "cross_entropy"), params, inner_lr=0.4, inner_steps=1,
+                       executor=TaskExecutor(batching))
         meta = learner.init_meta_params()
         grads[batching] = learner.meta_gradient(meta, support, query)[0]["theta"]
     for k in params:

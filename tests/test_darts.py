@@ -4,10 +4,10 @@ import pytest
 import torch
 from test_maml import float64_default  # noqa: F401 (an autouse fixture: float64 here too)
 
-from metarl.darts import OPS, CellNetwork, derive_genotype, edges, format_genotype, parse_genotype
-from metarl.learners import ArchitectureSearch
-from metarl.models import parameters_of
-from metarl.objectives import SupervisedObjective
+from metarl.nets.cells import OPS, CellNetwork, derive_genotype, edges, format_genotype, parse_genotype
+from metarl.algorithms.darts import ArchitectureSearch
+from metarl.nets import parameters_of
+from metarl.supervised.objective import SupervisedObjective
 
 
 def case(first_order=False):
@@ -70,8 +70,8 @@ def test_the_derived_cell_keeps_each_nodes_strongest_non_zero_edges():
 
 
 def test_config_checks_architecture_search():
-    from metarl.config import Config, from_dict
-    from metarl.errors import ConfigError
+    from metarl.run.config import Config, from_dict
+    from metarl.core.errors import ConfigError
 
     task = {"name": "NoisyOmniglot"}
     for cfg, message in [
@@ -90,8 +90,8 @@ def test_one_config_searches_then_retrains_the_derived_cell(tmp_path):
     import json
 
     from envs.omniglot_data import default_data_dir
-    from metarl.config import Config, from_dict
-    from metarl.trainer import run
+    from metarl.run.config import Config, from_dict
+    from metarl.run.trainer import run
 
     if not (default_data_dir() / "images_background_small1.zip").is_file():
         pytest.skip("Omniglot archives not found")

@@ -33,7 +33,7 @@ def _configs(tmp):
 def _rank_main(rank, world, port, tmp, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
-    from metarl.trainer import Trainer
+    from metarl.run.trainer import Trainer
 
     for name, cfg in zip(("sup", "rl"), _configs(Path(tmp))):
         trainer = Trainer(cfg)
@@ -47,7 +47,7 @@ def test_two_ranks_equal_one_process_on_the_same_task_batch(tmp_path):
     out.mkdir()
     mp.start_processes(_rank_main, args=(2, _free_port(), str(tmp_path / "dist"), str(out)), nprocs=2,
                        start_method="spawn")
-    from metarl.trainer import Trainer
+    from metarl.run.trainer import Trainer
 
     for name, cfg in zip(("sup", "rl"), _configs(tmp_path / "single")):
         r0, r1 = (torch.load(out / f"{name}{r}.pt") for r in (0, 1))

@@ -4,9 +4,9 @@ import warnings
 
 import pytest
 
-from metarl.config import LogConfig
-from metarl.logger import WandbLogger, make_logger
-from metarl.trainer import Trainer
+from metarl.run.config import LogConfig
+from metarl.run.logger import WandbLogger, make_logger
+from metarl.run.trainer import Trainer
 from test_trainer import small_config
 
 

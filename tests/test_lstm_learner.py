@@ -4,10 +4,11 @@ import pytest
 import torch
 
 import envs
-from metarl.convnet import ConvNet
-from metarl.learners.lstm import LSTMMetaLearner, preprocess
-from metarl.models import MLP, parameters_of
-from metarl.objectives import SupervisedObjective
+from metarl.nets.convnet import ConvNet
+from metarl.algorithms.lstm import LSTMMetaLearner, preprocess
+from metarl.nets import parameters_of
+from metarl.nets.mlp import MLP
+from metarl.supervised.objective import SupervisedObjective
 
 
 def _sinusoid_learner(dtype=torch.float64, **kw):
@@ -137,8 +138,12 @@ def test_runs_on_the_conv_learner_for_classification():
     assert all(torch.isfinite(v).all() for grp in grads.values() for v in grp.values())
 
 
-def test_bad_arguments_are_rejected():
-    with pytest.raises(ValueError, match="inner_steps"):
-        _sinusoid_learner(inner_steps=0)
-    with pytest.raises(ValueError, match="hidden_size"):
-        _sinusoid_learner(hidden_size=0)
+def test_bad_arguments_are_rejected_with_the_config():
+    from metarl.core.errors import ConfigError
+    from metarl.run.config import Config, from_dict
+
+    for learner, message in (({"inner_steps": 0}, "learner.inner_steps must be positive"),
+                             ({"lstm_hidden": 0}, "learner.lstm_hidden must be positive"),
+                             ({"inner_lr": 0.3}, "learner.inner_lr is not used with learner.algo lstm")):
+        with pytest.raises(ConfigError, match=message):
+            from_dict(Config, {"learner": {"algo": "lstm", **learner}}).validate()

@@ -3,9 +3,13 @@ import pytest
 import torch
 from torch import nn
 
-from metarl.learners import MAML, Reptile
-from metarl.models import MLP, parameters_of
-from metarl.objectives import SupervisedObjective
+from metarl.algorithms.maml import MAML
+from metarl.core.errors import ConfigError
+from metarl.algorithms.reptile import Reptile
+from metarl.nets import parameters_of
+from metarl.nets.mlp import MLP
+from metarl.run.config import Config, from_dict
+from metarl.supervised.objective import SupervisedObjective
 
 
 
@@ -163,13 +167,11 @@ def test_per_step_learning_rates_match_finite_differences_and_extend_past_traini
                     learn_inner_lr=True, inner_lr_per_step=True)
     torch.testing.assert_close(per_step.meta_loss(per_step.init_meta_params(), support, query)[0],
                                shared.meta_loss(shared.init_meta_params(), support, query)[0])
-    with pytest.raises(ValueError, match="inner_lr_per_step"):
-        MAML(SupervisedObjective(model), parameters_of(model), inner_steps=2, inner_lr_per_step=True)
 
 
 def test_config_rejects_per_step_learning_rates_without_meta_sgd():
-    from metarl.config import Config
-    from metarl.errors import ConfigError
+    from metarl.run.config import Config
+    from metarl.core.errors import ConfigError
 
     cfg = Config()
     cfg.learner.inner_lr_per_step = True
@@ -191,8 +193,6 @@ def test_multi_step_loss_averages_query_losses_over_steps():
     one, two = (MAML(SupervisedObjective(model), init, inner_lr=0.1, inner_steps=s).meta_loss(meta, support, query)[0]
                 for s in (1, 2))
     torch.testing.assert_close(weighted.meta_loss(meta, support, query)[0], 0.75 * one + 0.25 * two)
-    with pytest.raises(ValueError, match="step_loss_weights"):
-        MAML(SupervisedObjective(model), init, inner_steps=2, step_loss_weights=(1.0,))
 
 
 class Quadratic:
@@ -242,14 +242,13 @@ def test_adapt_does_not_touch_module_weights():
         assert torch.equal(v, before[k])
 
 
-def test_invalid_hyperparameters_are_rejected():
-    model, _, _ = small_problem()
-    with pytest.raises(ValueError, match="inner_lr"):
-        MAML(SupervisedObjective(model), parameters_of(model), inner_lr=0.0)
-    with pytest.raises(ValueError, match="inner_steps"):
-        MAML(SupervisedObjective(model), parameters_of(model), inner_steps=0)
-    with pytest.raises(ValueError, match="step_lr_scales"):
-        MAML(SupervisedObjective(model), parameters_of(model), step_lr_scales=(1.0, 0.0))
+def test_invalid_hyperparameters_are_rejected_with_the_config():
+    for learner, message in (({"inner_lr": 0.0}, "learner.inner_lr must be positive"),
+                             ({"inner_steps": 0}, "learner.inner_steps must be positive"),
+                             ({"step_lr_scales": [1.0, 0.0]}, "learner.step_lr_scales must be positive"),
+                             ({"inner_steps": 2, "step_loss_weights": [1.0]}, "learner.step_loss_weights needs")):
+        with pytest.raises(ConfigError, match=message):
+            from_dict(Config, {"learner": learner}).validate()
 
 
 def test_fixed_step_lr_scales_shorten_later_steps_and_repeat_the_last():

@@ -19,9 +19,9 @@ def test_a_failing_env_stops_training_with_its_checkpoint_kept(tmp_path, monkeyp
     """Any family: an env that raises mid-rollout (as a vector env's worker does) ends the run with one message
     that names the iteration and the checkpoint that survived, which resumes."""
     from envs.navigation import BatchedNavigation2D
-    from metarl.config import Config, from_dict
-    from metarl.errors import RolloutError
-    from metarl.trainer import Trainer
+    from metarl.run.config import Config, from_dict
+    from metarl.core.errors import RolloutError
+    from metarl.run.trainer import Trainer
 
     def cfg(**train):
         return from_dict(Config, {
@@ -86,9 +86,9 @@ def test_an_async_worker_failure_becomes_an_env_failure():
 
 @needs_metaworld
 def test_an_ml10_batch_that_splits_its_skills_unevenly_is_a_config_error_before_training(tmp_path):
-    from metarl.config import Config, from_dict
-    from metarl.errors import ConfigError
-    from metarl.trainer import Trainer
+    from metarl.run.config import Config, from_dict
+    from metarl.core.errors import ConfigError
+    from metarl.run.trainer import Trainer
 
     def config(meta_batch_size, eval_tasks):
         return from_dict(Config, {
@@ -108,7 +108,7 @@ def test_an_ml10_batch_that_splits_its_skills_unevenly_is_a_config_error_before_
 def test_the_official_evaluation_plays_each_split_on_its_own_goals():
     # gym.make_vec("Meta-World/ML1-train") builds the test split in Meta-World 3.1.1: ours must not
     from envs.meta_world import MetaWorldTasks
-    from metarl.metaworld_eval import official_envs
+    from envs.meta_world.evaluation import official_envs
 
     dist = MetaWorldTasks("ML1", "reach-v3")
     for split, other in (("train", "test"), ("test", "train")):
@@ -120,8 +120,8 @@ def test_the_official_evaluation_plays_each_split_on_its_own_goals():
 
 def tiny_ml1_run(algo, run_dir):
     """A 1-iteration ML1 reach-v3 run of MAML-TRPO or RL² at toy sizes."""
-    from metarl.config import Config, from_dict
-    from metarl.trainer import Trainer
+    from metarl.run.config import Config, from_dict
+    from metarl.run.trainer import Trainer
 
     learner = {"algo": "rl2"} if algo == "rl2" else {"algo": "maml", "inner_lr": 0.1}
     outer = {"optimizer": "ppo"} if algo == "rl2" else {"optimizer": "trpo", "hvp": "gauss_newton"}
@@ -148,10 +148,13 @@ def test_ml1_reach_trains_through_the_trainer(algo, tmp_path):
 def test_metaworlds_own_evaluation_scores_a_checkpoint(algo, tmp_path):
     import json
 
-    from metarl.metaworld_eval import evaluate
+    from envs.meta_world.evaluation import evaluate
+    from metarl.run.evaluate import load_run
 
     tiny_ml1_run(algo, tmp_path / algo)
-    result = evaluate(tmp_path / algo / "checkpoint.pt", tmp_path / "mw.json", repeats=2, meta_batch_size=2,
+    checkpoint = tmp_path / algo / "checkpoint.pt"
+    _, run, meta, state = load_run(checkpoint)
+    result = evaluate(run, meta, state["iteration"], checkpoint, tmp_path / "mw.json", repeats=2, meta_batch_size=2,
                       adaptation_episodes=1, evaluation_episodes=1, max_episode_steps=30)
     saved = json.loads((tmp_path / "mw.json").read_text())
     assert (tmp_path / "mw.png").is_file() and saved["versions"]["mujoco"] == "3.3.0"

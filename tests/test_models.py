@@ -4,11 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metarl.config import Config
-from metarl.errors import ConfigError
-from metarl.learners import MAML
-from metarl.models import ACTIVATIONS, MLP, parameters_of
-from metarl.objectives import SupervisedObjective
+from metarl.run.config import Config
+from metarl.core.errors import ConfigError
+from metarl.algorithms.maml import MAML
+from metarl.nets import ACTIVATIONS, parameters_of
+from metarl.nets.mlp import MLP
+from metarl.supervised.objective import SupervisedObjective
 from test_maml import fd_gradient, flat, float64_default  # noqa: F401 (an autouse fixture: float64 here too)
 
 HAND_ACT = {
@@ -126,7 +127,7 @@ def test_meta_gradient_through_new_mlp_options_matches_finite_differences(activa
 
 
 def test_config_builds_the_chosen_mlp_and_rejects_unknown_names():
-    from metarl.build import build
+    from metarl.run.build import build
 
     cfg = Config()
     cfg.model.hidden = (8, 8, 8)
@@ -141,14 +142,14 @@ def test_config_builds_the_chosen_mlp_and_rejects_unknown_names():
         MLP(1, [4], 1, activation="swish")
     with pytest.raises(ValueError, match="norm"):
         MLP(1, [4], 1, norm="batch")
-    from metarl.config import from_dict
+    from metarl.run.config import from_dict
 
     with pytest.raises(ConfigError, match="model.activation"):
         from_dict(Config, {"model": {"activation": "swish"}})
 
 
 def test_layer_norm_equals_torch_layer_norm_forward():
-    from metarl.models import LayerNorm
+    from metarl.nets.mlp import LayerNorm
 
     g = torch.Generator().manual_seed(0)
     norm = LayerNorm(6)

@@ -38,7 +38,7 @@ def test_velocity_goal_and_direction_splits():
 def test_mujoco_configs_load_with_paper_settings():
     import glob
 
-    from metarl.config import load_yaml
+    from metarl.run.config import load_yaml
 
     paths = [p for p in glob.glob("configs/*_maml_trpo.yaml") if p.split("/")[-1].startswith(("halfcheetah", "ant"))]
     assert len(paths) == 5

@@ -212,12 +212,12 @@ def test_registered_name_and_env_id():
 def test_evaluator_writes_accuracy_json_and_episode_plot(dist, tmp_path):
     import json
 
-    from metarl.convnet import ConvNet
-    from metarl.evaluate import Evaluator
-    from metarl.experience import SupervisedSource
-    from metarl.learners import MAML
-    from metarl.models import parameters_of
-    from metarl.objectives import SupervisedObjective
+    from metarl.nets.convnet import ConvNet
+    from metarl.run.evaluate import Evaluator
+    from metarl.supervised.source import SupervisedSource
+    from metarl.algorithms.maml import MAML
+    from metarl.nets import parameters_of
+    from metarl.supervised.objective import SupervisedObjective
 
     net = ConvNet(1, 5, channels=4, generator=torch.Generator().manual_seed(0))
     objective = SupervisedObjective(net, dist.loss)
@@ -252,8 +252,8 @@ def test_async_vector_env_works_with_gymnasiums_defaults():
 
 @needs_data
 def test_batch_norm_protocol_is_chosen_in_the_config_and_recorded_with_the_numbers(tmp_path):
-    from metarl.config import Config, from_dict
-    from metarl.trainer import Trainer
+    from metarl.run.config import Config, from_dict
+    from metarl.run.trainer import Trainer
 
     results = {}
     for protocol in ("transductive", "support"):

@@ -6,9 +6,9 @@ from test_maml import float64_default  # noqa: F401 (an autouse fixture: float64
 from torch import nn
 
 from envs.omniglot_data import default_data_dir
-from metarl.learners import ExampleReweighting
-from metarl.models import parameters_of
-from metarl.objectives import SupervisedObjective
+from metarl.algorithms.reweight import ExampleReweighting
+from metarl.nets import parameters_of
+from metarl.supervised.objective import SupervisedObjective
 
 HAS_OMNIGLOT = (default_data_dir() / "images_background_small1.zip").is_file()
 
@@ -75,11 +75,11 @@ def test_meta_weight_net_gradient_matches_finite_differences_of_the_lookahead_va
 
 
 def test_config_checks_reweighting():
-    from metarl.config import Config, from_dict
-    from metarl.errors import ConfigError
+    from metarl.run.config import Config, from_dict
+    from metarl.core.errors import ConfigError
 
     for cfg, message in [
-        ({"task": {"name": "Navigation2D"}, "learner": {"algo": "reweight"}}, "weighs supervised examples"),
+        ({"task": {"name": "Navigation2D"}, "learner": {"algo": "reweight"}}, "learner.algo reweight learns supervised task families"),
         ({"learner": {"algo": "reweight", "inner_steps": 3}}, "learner.inner_steps is not used with learner.algo reweight"),
         ({"learner": {"algo": "reweight", "weight_net_hidden": 5}}, "weight_net_hidden is not used with learner.weighting l2rw"),
         ({"learner": {"weighting": "mwn"}}, "learner.weighting is not used with learner.algo maml"),

@@ -8,17 +8,18 @@ import torch
 
 import envs
 from envs.navigation import BatchedNavigation2D, Navigation2DTasks
-from metarl.learners.rl2 import RL2, RecurrentObjective
-from metarl.models import parameters_of
+from metarl.algorithms.rl2 import RL2
+from metarl.nets import parameters_of
+from metarl.nets.policies import GRUGaussianPolicy
 from metarl.rl.advantages import discounted_returns, gae
-from metarl.rl.recurrent import GRUGaussianPolicy
-from metarl.rl.trials import TrialSampler
+from metarl.rl.objective import PolicyGradientObjective
+from metarl.rl.sampler import BatchedSampler
 
 
 def setup(dtype=torch.float32, tasks=2, trials=3, horizon=6, seed=0):
     policy = GRUGaussianPolicy(2, 2, hidden=8, generator=torch.Generator().manual_seed(seed)).to(dtype)
     env = BatchedNavigation2D(tasks, trials, horizon, dtype=dtype)
-    sampler = TrialSampler(env, policy)
+    sampler = BatchedSampler(env, policy)
     goals = Navigation2DTasks().sample(tasks, torch.Generator().manual_seed(1))
     return policy, sampler, goals
 
@@ -31,7 +32,7 @@ def test_loss_reruns_the_samplers_recurrence_and_the_state_carries_across_episod
     assert trials.inputs.shape == (2, 3, 18, 2 + 2 + 2)
     # the loss's unroll over the kept inputs gives the sampling log-probs
     mean, log_std = policy.unroll(params, trials.inputs, trials.mask)
-    from metarl.rl.policy import gaussian_log_prob
+    from metarl.nets.policies import gaussian_log_prob
 
     torch.testing.assert_close(gaussian_log_prob(mean, log_std, trials.actions), trials.log_probs, rtol=1e-4, atol=1e-4)
     # each episode starts with the first-step flag, the previous step's action and reward
@@ -73,7 +74,7 @@ def test_masked_steps_keep_the_state_and_returns_flow_across_episodes():
 def test_ppo_gradient_matches_finite_differences():
     torch.manual_seed(0)  # unused: every draw below has its own generator
     policy, sampler, goals = setup(dtype=torch.float64, horizon=4)
-    learner = RL2(RecurrentObjective(policy, clip=0.2), parameters_of(policy))
+    learner = RL2(PolicyGradientObjective(policy, clip=0.2), parameters_of(policy))
     meta = learner.init_meta_params()
     trials = sampler.collect(meta["theta"], goals, torch.Generator().manual_seed(3), episodes=2)
     g = torch.Generator().manual_seed(4)
@@ -91,8 +92,8 @@ def test_ppo_gradient_matches_finite_differences():
 
 
 def test_config_checks_rl2():
-    from metarl.config import Config, from_dict
-    from metarl.errors import ConfigError
+    from metarl.run.config import Config, from_dict
+    from metarl.core.errors import ConfigError
 
     base = {"task": {"name": "Navigation2D"}, "learner": {"algo": "rl2"}, "model": {"hidden": [16]},
             "outer": {"optimizer": "ppo"}}
@@ -100,11 +101,11 @@ def test_config_checks_rl2():
     for change, message in [
         ({"outer": {"optimizer": "trpo"}}, "trains with outer.optimizer ppo"),
         ({"model": {"hidden": [16, 16]}}, "one value"),
-        ({"task": {"name": "Sinusoid"}, "model": {"hidden": [16]}}, "for RL task families"),
+        ({"task": {"name": "Sinusoid"}, "model": {"hidden": [16]}}, "learns rl task families"),
         ({"learner": {"algo": "rl2", "inner_lr": 0.3}}, "learner.inner_lr is not used with learner.algo rl2"),
         ({"rl": {"trial_episodes": 0}}, "trial_episodes"),
     ]:
-        from metarl.config import merge_dicts
+        from metarl.run.config import merge_dicts
 
         with pytest.raises(ConfigError, match=message):
             from_dict(Config, merge_dicts(base, change)).validate()
@@ -113,8 +114,8 @@ def test_config_checks_rl2():
 
 
 def test_rl2_trains_and_evaluates_in_context_through_the_trainer(tmp_path):
-    from metarl.config import Config, from_dict
-    from metarl.trainer import Trainer
+    from metarl.run.config import Config, from_dict
+    from metarl.run.trainer import Trainer
 
     cfg = from_dict(Config, {
         "task": {"name": "Navigation2D", "horizon": 10}, "model": {"hidden": [8], "action_scale": 0.1},
@@ -133,9 +134,9 @@ def test_rl2_trains_and_evaluates_in_context_through_the_trainer(tmp_path):
 
 
 def test_ppo_minibatches_split_every_task_once_in_a_seeded_order():
-    from metarl.learners.base import Batch
-    from metarl.optim import FlatAdam
-    from metarl.outer import GradientStep
+    from metarl.algorithms.base import Batch
+    from metarl.core.numerics import FlatAdam
+    from metarl.outer.gradient import GradientStep
 
     step = GradientStep(FlatAdam(torch.zeros(3)), lambda it: 1e-3, epochs=2, minibatches=3)
     batch = Batch({"goal": torch.arange(7.0)[:, None]}, [{"x": torch.arange(7.0)}], [])

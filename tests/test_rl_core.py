@@ -4,10 +4,10 @@ import torch
 from torch.func import grad
 
 from envs.navigation import BatchedNavigation2D
-from metarl.models import parameters_of
+from metarl.nets import parameters_of
 from metarl.rl.advantages import discounted_returns, fit_linear_baseline, gae, normalize_per_task, baseline_features
 from metarl.rl.estimators import get_estimator
-from metarl.rl.policy import GaussianMLPPolicy, gaussian_kl, gaussian_log_prob
+from metarl.nets.policies import GaussianMLPPolicy, gaussian_kl, gaussian_log_prob
 from metarl.rl.sampler import BatchedSampler
 
 
@@ -156,14 +156,14 @@ def test_action_scale_scales_the_gaussian_and_the_output_layers_gradient_only():
     p_plain["log_std"] = p_plain["log_std"] + torch.log(torch.tensor(s, dtype=torch.float64))
     obs = torch.randn(7, 2, generator=gen, dtype=torch.float64)
     actions = 0.1 * torch.randn(7, 2, generator=gen, dtype=torch.float64)
-    m_s, ls_s = scaled.apply_params(p_scaled, obs)
-    m_p, ls_p = plain.apply_params(p_plain, obs)
+    m_s, ls_s = scaled.call(p_scaled, obs)
+    m_p, ls_p = plain.call(p_plain, obs)
     assert torch.allclose(m_s, m_p) and torch.allclose(ls_s, ls_p)
     assert torch.allclose(ls_s.exp(), torch.full_like(ls_s, 0.8 * s))
     assert torch.allclose(scaled(obs)[0], m_s)
 
     def g(policy, params):
-        return grad(lambda p: gaussian_log_prob(*policy.apply_params(p, obs), actions).sum())(params)
+        return grad(lambda p: gaussian_log_prob(*policy.call(p, obs), actions).sum())(params)
 
     g_s, g_p = g(scaled, p_scaled), g(plain, p_plain)
     assert torch.allclose(g_s["mean.0.weight"], g_p["mean.0.weight"])

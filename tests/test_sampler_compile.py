@@ -2,9 +2,9 @@
 import torch
 
 from envs.navigation import BatchedNavigation2D
-from metarl.models import parameters_of
-from metarl.params import expand
-from metarl.rl.policy import GaussianMLPPolicy, gaussian_log_prob
+from metarl.nets import parameters_of
+from metarl.core.params import expand
+from metarl.nets.policies import GaussianMLPPolicy, gaussian_log_prob
 from metarl.rl.sampler import BatchedSampler
 
 
@@ -27,7 +27,7 @@ def test_compiled_sampler_matches_eager_and_leaves_the_env_in_its_final_state():
             torch.testing.assert_close(x, y, rtol=0, atol=1e-6)
         # the log-probabilities computed in the step are those of the sampling policy
         if params is shared:
-            mean, log_std = policy.apply_params(params, b.obs)
+            mean, log_std = policy.call(params, b.obs)
             torch.testing.assert_close(gaussian_log_prob(mean, log_std, b.actions), b.log_probs, rtol=1e-5, atol=1e-3)
         # the sampler ran the transition itself and handed the final state back to the env
         assert compiled.env.t == 15

@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from metarl.checkpoint import load_checkpoint, save_checkpoint
-from metarl.config import Config, from_dict
-from metarl.errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingInterrupted
-from metarl.trainer import Trainer
+from metarl.run.checkpoint import load_checkpoint, save_checkpoint
+from metarl.run.config import Config, from_dict
+from metarl.core.errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingInterrupted
+from metarl.run.trainer import Trainer
 
 
 def small_config(tmp_path, **train):
@@ -191,7 +191,7 @@ def test_rl_same_seed_same_run_and_eval_files(tmp_path, optimizer, algo):
 
 
 def test_rl_evaluation_adapts_with_the_learned_inner_lrs_and_the_step_scales(tmp_path):
-    from metarl.evaluate import Evaluator
+    from metarl.run.evaluate import Evaluator
 
     def returns(cfg, shift=0.0):
         t = Trainer(cfg)
@@ -227,7 +227,7 @@ def test_old_format_checkpoints_load(tmp_path):
     assert state["format"] == 2 and set(state["meta_params"]) == {"theta", "log_inner_lr"}
     cfg = from_dict(Config, state["config"]).validate()
     assert (cfg.task.name, cfg.outer.optimizer, cfg.rl.episodes_per_task, cfg.learner.inner_steps) == ("Navigation2D", "trpo", 3, 2)
-    from metarl.evaluate import evaluate_checkpoint
+    from metarl.run.evaluate import evaluate_checkpoint
 
     summary, _ = evaluate_checkpoint(tmp_path / "rl.pt", ["--eval.steps", "1"], tmp_path / "e.json")
     assert summary["iteration"] == 2 and len(summary["return"]["mean"]) == 2
@@ -262,7 +262,7 @@ def test_threads_setting_is_applied(tmp_path):
 
 @pytest.mark.parametrize("kind", ["adam", "sgd"])
 def test_flat_outer_optimisers_match_torch_optim(kind):
-    from metarl.optim import FlatAdam, FlatSGD, cosine_lr
+    from metarl.core.numerics import FlatAdam, FlatSGD, cosine_lr
 
     g = torch.Generator().manual_seed(0)
     shapes = [(3, 4), (4,), (2, 3)]
@@ -320,7 +320,7 @@ def test_compiled_trainers_with_different_settings_do_not_share_graphs(tmp_path)
 
 
 def test_learning_curve_reads_every_segment_and_keeps_a_repeated_steps_last_value(tmp_path):
-    from metarl import plots
+    from metarl.run import plots
 
     path = tmp_path / "metrics.jsonl"
     rows = [{"step": 1, "train/return_pre": -9.0, "train/return_post": -8.0},
@@ -338,7 +338,7 @@ def test_learning_curve_reads_every_segment_and_keeps_a_repeated_steps_last_valu
 
 
 def test_the_learning_curve_is_drawn_after_the_final_evaluation_is_logged(tmp_path, monkeypatch):
-    from metarl import plots
+    from metarl.run import plots
 
     drawn_from = []
     original = plots.save_learning_curve

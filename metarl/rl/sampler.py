@@ -1,8 +1,12 @@
 """Batched rollouts: T tasks x E episodes x H steps in one loop, one policy call per step for all tasks.
 
 Each task acts with its own parameters (per-task dicts with leading dim T, e.g. after adaptation): the policy
-is `functional_call`ed under `vmap` over tasks. Actions are drawn from an explicit generator. Steps after an
+is applied under `vmap` over tasks. Actions are drawn from an explicit generator. Steps after an
 episode terminated are kept in the tensors but masked out (mask 0, reward 0).
+
+A recurrent policy (RL²) collects trials: `episodes` consecutive episodes of the same tasks, its memory
+(metarl.nets.policies.Memory) carried from episode to episode and started afresh each trial; the data of a
+trial is one sequence of episodes * H steps, with the policy's inputs kept for the loss to re-run them.
 
 When the env's dynamics are a pure tensor function (`envs.batched.TensorDynamicsEnv`), a few steps of the
 loop are one function of (params, obs, noise, env state): policy, action noise and env transition together,
@@ -20,8 +24,9 @@ from torch import nn
 
 from envs.base import TaskBatch
 from envs.batched import BatchedTaskEnv, TensorDynamicsEnv
-from metarl.compiling import compile_with_fallback
-from metarl.rl.policy import Params, batched_policy_outputs, policy_outputs
+from metarl.core.compiling import compile_with_fallback
+from metarl.nets import Params
+from metarl.nets.policies import batched_outputs
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -43,20 +48,29 @@ def _torch_threads(n: int | None):
 
 @dataclass
 class Rollouts:
-    """Trajectories of T tasks x E episodes x H steps; every tensor has leading dims (T, E, H)."""
+    """Trajectories of T tasks x E episodes (recurrent: trials of N episodes) x L = N * H steps; every tensor
+    has leading dims (T, E, L)."""
 
-    obs: torch.Tensor  # (T, E, H, obs_dim): the observation the action was taken in
-    actions: torch.Tensor  # (T, E, H, act_dim)
-    rewards: torch.Tensor  # (T, E, H), 0 after termination
-    mask: torch.Tensor  # (T, E, H), 1.0 while the episode is running, 0.0 after it terminated
-    log_probs: torch.Tensor  # (T, E, H): log pi(a|s) of the sampling policy
-    #: (T, E): whether the env's success flag was raised in the episode, for envs that report one (Meta-World)
+    obs: torch.Tensor  # (T, E, L, obs_dim): the observation the action was taken in
+    actions: torch.Tensor  # (T, E, L, act_dim)
+    rewards: torch.Tensor  # (T, E, L), 0 after termination
+    mask: torch.Tensor  # (T, E, L), 1.0 while the episode is running, 0.0 after it terminated
+    log_probs: torch.Tensor  # (T, E, L): log pi(a|s) of the sampling policy
+    #: (T, E, N): whether the env's success flag was raised in each episode, for envs that report one (Meta-World)
     success: torch.Tensor | None = None
+    #: (T, E, L, input_dim): a recurrent policy's inputs (what its loss re-runs); None for a feed-forward one
+    inputs: torch.Tensor | None = None
+    #: episodes per sequence (a trial's N; 1 without memory)
+    episodes: int = 1
 
     @property
     def episode_returns(self) -> torch.Tensor:
-        """Undiscounted return of each episode, (T, E)."""
+        """Undiscounted return of each sequence (of one episode without memory), (T, E)."""
         return self.rewards.sum(-1)
+
+    def returns_per_episode(self) -> torch.Tensor:
+        """Undiscounted return of each episode of each sequence, (T, E, N)."""
+        return self.rewards.reshape(*self.rewards.shape[:2], self.episodes, -1).sum(-1)
 
     @property
     def num_steps(self) -> int:
@@ -64,7 +78,7 @@ class Rollouts:
 
 
 class BatchedSampler:
-    """Collects `Rollouts` from a `BatchedTaskEnv` with a Gaussian policy.
+    """Collects `Rollouts` from a `BatchedTaskEnv` with a Gaussian policy (feed-forward or recurrent).
 
     `params` are per-task (leading dim T: one vmapped policy call per step) or shared by all tasks (the
     module's own shapes: one plain call on all T * E observations, a single large matmul). `compile=True`
@@ -78,8 +92,11 @@ class BatchedSampler:
             raise ValueError(f"steps_per_call must be positive, got {steps_per_call}")
         self.env = env
         self.policy = policy
+        self.recurrent = bool(getattr(policy, "recurrent", False))
+        if self.recurrent and compile:
+            raise ValueError("the sampler compiles feed-forward policies only")
         self._shapes = {k: v.shape for k, v in policy.named_parameters()}
-        self._fused = isinstance(env, TensorDynamicsEnv)
+        self._fused = isinstance(env, TensorDynamicsEnv) and not self.recurrent
         H, N = env.horizon, env.num_envs
         self.steps_per_call = max(d for d in range(1, min(steps_per_call, H) + 1) if H % d == 0) if self._fused else 1
         body = {True: self._fused_shared, False: self._fused_per_task} if self._fused else \
@@ -96,58 +113,80 @@ class BatchedSampler:
         self._rew = torch.empty(H, N, device=dev, dtype=dt)
         self._term = torch.empty(H, N, device=dev, dtype=torch.bool)
         self._logp = torch.empty(H, N, device=dev, dtype=dt)
+        if self.recurrent:
+            self._inputs = torch.empty(H, N, policy.input_dim, device=dev, dtype=dt)
 
     def collect(self, params: Params, tasks: TaskBatch, generator: torch.Generator, deterministic: bool = False,
-                shard: tuple[int, int] | None = None) -> Rollouts:
+                shard: tuple[int, int] | None = None, episodes: int = 1) -> Rollouts:
         """Roll out every sub-env for H steps; `params` per task (leading dim T) or shared by all tasks.
+        episodes > 1 (a recurrent policy): a trial of that many episodes of the same tasks, each reset anew.
 
         All randomness (action noise, the env's reset noise) comes from `generator`. `shard` = (first task,
         total tasks): these T tasks are tasks first..first+T-1 of a larger batch split across processes; the
         noise is drawn for the whole batch and sliced, so each task sees the noise it would see unsplit."""
+        if episodes > 1 and not self.recurrent:
+            raise ValueError("trials of several episodes need a recurrent policy (a memory to carry across them)")
         with torch.no_grad(), _torch_threads(1 if self.env.steps_on_own_threads else None):
-            return self._collect(params, tasks, generator, deterministic, shard)
+            return self._collect({k: v.detach() for k, v in params.items()}, tasks, generator, deterministic,
+                                 shard, episodes)
 
     def _collect(self, params: Params, tasks: TaskBatch, generator: torch.Generator, deterministic: bool,
-                 shard: tuple[int, int] | None) -> Rollouts:
+                 shard: tuple[int, int] | None, episodes: int) -> Rollouts:
         env = self.env
         T, E, H, N = env.num_tasks, env.episodes_per_task, env.horizon, env.num_envs
-        params = {k: v.detach() for k, v in params.items()}
-        shared = all(params[k].shape == shape for k, shape in self._shapes.items())
-        body = self._body[shared]
-        seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=generator.device))
-        obs, _ = env.reset(seed=seed, options={"tasks": tasks})
-        scale = torch.tensor(0.0 if deterministic else 1.0, device=obs.device, dtype=obs.dtype)
+        body = self._body[all(params[k].shape == shape for k, shape in self._shapes.items())]
         first, total = shard or (0, T)
-        # all the noise in one call: fewer ops per step
-        noise = torch.randn((H, total * E, self.act_dim), generator=generator, device=obs.device, dtype=obs.dtype)
-        noise = noise[:, first * E : first * E + N]
-        if self._fused:
-            state, k = env.state, self.steps_per_call
-            for t in range(0, H, k):
-                chunk = slice(t, t + k)
-                (self._obs[chunk], self._act[chunk], self._logp[chunk], self._rew[chunk], self._term[chunk], obs,
-                 state) = body(params, obs, noise[chunk], scale, state)
-            env.set_state(state, H)
-        else:
-            for t in range(H):
-                self._obs[t] = obs
-                self._act[t], self._logp[t] = body(params, obs, noise[t], scale)
-                obs, self._rew[t], self._term[t], _, _ = env.step(self._act[t])
-        mask = torch.ones(H, N, device=obs.device, dtype=obs.dtype)  # running when the step was taken
-        mask[1:] = ~self._term[:-1]
+        memory, pieces, successes = None, [], []
+        for n in range(episodes):
+            seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=generator.device))
+            obs, _ = env.reset(seed=seed, options={"tasks": tasks} if n == 0 else None)
+            scale = torch.tensor(0.0 if deterministic else 1.0, device=obs.device, dtype=obs.dtype)
+            # all the noise in one call: fewer ops per step
+            noise = torch.randn((H, total * E, self.act_dim), generator=generator, device=obs.device, dtype=obs.dtype)
+            noise = noise[:, first * E : first * E + N]
+            if self.recurrent:
+                memory = self.policy.start(N, obs) if memory is None else memory.new_episode()
+                running = torch.ones(N, dtype=torch.bool, device=obs.device)
+                for t in range(H):
+                    self._obs[t] = obs
+                    mean, log_std, memory, self._inputs[t] = self.policy.act(params, obs, memory, running)
+                    self._act[t], self._logp[t] = self._draw(mean, log_std, noise[t], scale)
+                    obs, self._rew[t], self._term[t], _, _ = env.step(self._act[t])
+                    memory = memory.after_step(self._act[t], self._rew[t], running)
+                    running = running & ~self._term[t]
+            elif self._fused:
+                state, k = env.state, self.steps_per_call
+                for t in range(0, H, k):
+                    chunk = slice(t, t + k)
+                    (self._obs[chunk], self._act[chunk], self._logp[chunk], self._rew[chunk], self._term[chunk],
+                     obs, state) = body(params, obs, noise[chunk], scale, state)
+                env.set_state(state, H)
+            else:
+                for t in range(H):
+                    self._obs[t] = obs
+                    self._act[t], self._logp[t] = body(params, obs, noise[t], scale)
+                    obs, self._rew[t], self._term[t], _, _ = env.step(self._act[t])
+            mask = torch.ones(H, N, device=obs.device, dtype=obs.dtype)  # running when the step was taken
+            mask[1:] = ~self._term[:-1]
+            buffers = [self._obs, self._act, self._rew, mask, self._logp] + ([self._inputs] if self.recurrent else [])
+            # (H, T*E, ...) -> (T, E, H, ...)
+            pieces.append([b.view(H, T, E, *b.shape[2:]).movedim(0, 2).clone() for b in buffers])
+            success = getattr(env, "episode_success", None)
+            if success is not None:
+                successes.append(success.to(obs.device).view(T, E).clone())
+        # one episode: its tensors as they are (the layout decides the summation order of later reductions)
+        obs, actions, rewards, mask, log_probs, *inputs = (parts[0] if episodes == 1 else torch.cat(parts, 2)
+                                                           for parts in zip(*pieces))
+        return Rollouts(obs=obs, actions=actions, rewards=rewards, mask=mask, log_probs=log_probs,
+                        success=torch.stack(successes, -1) if successes else None,
+                        inputs=inputs[0] if inputs else None, episodes=episodes)
 
-        def tasks_first(buf: torch.Tensor) -> torch.Tensor:  # (H, T*E, ...) -> (T, E, H, ...)
-            return buf.view(H, T, E, *buf.shape[2:]).movedim(0, 2).clone()
-
-        success = getattr(env, "episode_success", None)
-        return Rollouts(
-            obs=tasks_first(self._obs),
-            actions=tasks_first(self._act),
-            rewards=tasks_first(self._rew),
-            mask=tasks_first(mask),
-            log_probs=tasks_first(self._logp),
-            success=None if success is None else success.to(obs.device).view(T, E).clone(),
-        )
+    @staticmethod
+    def _draw(mean: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor, scale: torch.Tensor):
+        """(action, log pi(action)): the action is mean + std * z with z = scale * noise, so its log-probability
+        needs no second policy pass: sum(-z^2 / 2 - log_std - log(2 pi) / 2)."""
+        z = scale * noise
+        return mean + torch.exp(log_std) * z, (-0.5 * z * z - log_std - _HALF_LOG_2PI).sum(-1)
 
     # Shared and per-task params go through separate functions, so that each compiles to its own graph.
     def _act_shared(self, params: Params, obs: torch.Tensor, noise: torch.Tensor, scale: torch.Tensor):
@@ -163,17 +202,14 @@ class BatchedSampler:
         return self._fused_steps(params, obs, noise, scale, state, shared=False)
 
     def _sample(self, params: Params, obs: torch.Tensor, noise: torch.Tensor, scale: torch.Tensor, shared: bool):
-        """(action, log pi(action)) for every sub-env. The action is mean + std * z with z = scale * noise, so
-        its log-probability needs no second policy pass: sum(-z^2 / 2 - log_std - log(2 pi) / 2)."""
+        """(action, log pi(action)) for every sub-env (a feed-forward policy)."""
         if shared:
-            mean, log_std = policy_outputs(self.policy, params, obs)
+            mean, log_std = self.policy.call(params, obs)
         else:
             T, E = self.env.num_tasks, self.env.episodes_per_task
-            mean, log_std = batched_policy_outputs(self.policy, params, obs.view(T, E, self.obs_dim))
+            mean, log_std = batched_outputs(self.policy, params, obs.view(T, E, self.obs_dim))
             mean, log_std = mean.reshape(-1, self.act_dim), log_std.reshape(-1, self.act_dim)
-        z = scale * noise
-        act = mean + torch.exp(log_std) * z
-        return act, (-0.5 * z * z - log_std - _HALF_LOG_2PI).sum(-1)
+        return self._draw(mean, log_std, noise, scale)
 
     def _fused_steps(self, params: Params, obs: torch.Tensor, noise: torch.Tensor, scale: torch.Tensor, state,
                      shared: bool):

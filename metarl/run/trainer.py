@@ -1,0 +1,222 @@
+"""The one outer loop, for every task family, learner and outer step.
+
+    meta = learner.init_meta_params(), held as one flat vector        (or RUN_DIR/checkpoint.pt with --resume)
+    for it in start .. iterations - 1:
+        batch = source.train_batch(it, learner, meta)       tasks drawn from (seed, it); this rank's share
+                supervised: support and query sets       RL: D_0 = collect(theta), adapt, D_1 = collect(phi_1), ...
+        outer.step(flat, batch)                           Adam / SGD on the (compiled) meta-gradient, PPO epochs
+                                                          or TRPO; means over tasks all-reduced across ranks
+        non-finite loss or gradient: stop, nothing applied, the last good checkpoint stays
+        every log_every: log;  every eval_every: held-out evaluation;  every checkpoint_every: checkpoint
+        train.time_limit_s reached in this process: checkpoint and stop (continue with --resume)
+    checkpoint; held-out evaluation -> eval.json, eval.png, episodes.png; learning_curve.png from metrics.jsonl;
+    W&B: metrics, plots, checkpoint artifact
+
+Before anything is written: the config is checked and everything built (a bad config is a one-line error),
+and an existing run is never overwritten without --resume. A checkpoint holds the meta-parameters, the outer
+optimiser's state, the iteration, environment steps and training time; the data of an iteration depend on
+(seed, iteration) only, so a resumed run ends with the parameters of an uninterrupted one.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from envs.base import EnvFailure
+from metarl.core.compiling import compile_with_fallback
+from metarl.core.errors import CheckpointError, ConfigError, NonFiniteLossError, RolloutError, TrainingInterrupted
+from metarl.core.params import FlatLayout, MetaParams
+from metarl.outer.problem import MetaProblem
+from metarl.run import distributed, plots
+from metarl.run.build import build, resolve_device
+from metarl.run.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from metarl.run.config import Config, to_dict
+from metarl.run.evaluate import Evaluator, eval_metrics, format_summary
+from metarl.run.logger import make_logger
+
+# Sections that must match between a checkpoint and the config that resumes it.
+_RESUME_MUST_MATCH = ("task", "model", "learner")
+_RUN_FILES = ("checkpoint.pt", "config.yaml", "metrics.jsonl", "eval.json")
+
+
+class Trainer:
+    def __init__(self, cfg: Config, console_write=None):
+        self.cfg = cfg
+        device = resolve_device(cfg.device)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.rank, self.world = distributed.rank_and_world(device)
+        self.parts = build(cfg, self.rank, self.world, device)
+        self.learner, self.source, self.device = self.parts.learner, self.parts.source, device
+        self.run_dir = cfg.resolved_run_dir()
+        self.checkpoint_path = self.run_dir / "checkpoint.pt"
+        init = self.learner.init_meta_params()
+        # All meta-parameters live in one flat vector; self.meta holds views of it. The outer steps update the
+        # vector with a few tensor ops, and the compiled meta-gradient takes one tensor instead of a dict.
+        self.layout = FlatLayout(init)
+        self.flat = self.layout.flatten(init).detach().clone()
+        self.meta: MetaParams = self.layout.unflatten(self.flat)
+        self.outer = self.parts.outer_step(self.flat)
+        compile_fn = (lambda f: compile_with_fallback(f, self, "train.compile")) if cfg.train.compile else None
+        self.problem = MetaProblem(self.learner, self.layout, distributed.Reducer(self.source.share, self.world),
+                                   compile_fn)
+        self.iteration = self.saved_iteration = self.env_steps = 0
+        self.elapsed = 0.0
+        self.wandb_id: str | None = None
+        self._console_write = console_write
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "meta_params": {g: {k: v.detach().cpu() for k, v in d.items()} for g, d in self.meta.items()},
+                "optimizer": self.outer.state_dict(), "iteration": self.iteration, "env_steps": self.env_steps,
+                "elapsed_s": self.elapsed, "config": to_dict(self.cfg), "wandb_id": self.wandb_id}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved, current = state["config"], to_dict(self.cfg)
+        for section in _RESUME_MUST_MATCH:
+            if _without_defaults(saved.get(section, {}), section) != _without_defaults(current[section], section):
+                raise CheckpointError(f"checkpoint was written with a different '{section}' config; resume with "
+                                      f"the run's own config (saved in {self.run_dir}/config.yaml)")
+        try:
+            for g, d in self.meta.items():
+                for k, v in d.items():
+                    v.copy_(state["meta_params"][g][k].to(v))
+            if state.get("optimizer") is not None:
+                self.outer.load_state_dict(state["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {self.checkpoint_path} does not match this run ({e})") from None
+        self.iteration = self.saved_iteration = int(state["iteration"])
+        self.env_steps, self.elapsed = int(state.get("env_steps", 0)), float(state.get("elapsed_s", 0.0))
+        self.wandb_id = state.get("wandb_id")
+
+    def save(self) -> Path | None:
+        self.saved_iteration = self.iteration
+        if self.rank != 0:
+            return None
+        return save_checkpoint(self.checkpoint_path, self.state_dict())
+
+    # ------------------------------------------------------------------ loop
+
+    def evaluator(self, num_tasks: int) -> Evaluator:
+        e = self.cfg.eval
+        return Evaluator(self.source, num_tasks, e.steps, e.batch_size, e.seed, e.plot_tasks,
+                         progress=self.cfg.log.progress and self.rank == 0)
+
+    def step(self) -> dict[str, float]:
+        """One outer iteration; raises NonFiniteLossError (nothing applied) on a NaN/inf loss or gradient."""
+        try:
+            batch, metrics = self.source.train_batch(self.iteration, self.learner, self.meta)
+        except EnvFailure as e:
+            raise RolloutError(self.iteration, str(e), self._kept_checkpoint()) from e
+        try:
+            metrics.update(self.outer.step(self.flat, batch, self.problem, self.iteration))
+        except NonFiniteLossError as e:
+            raise NonFiniteLossError(self.iteration, e.value, self._kept_checkpoint()) from None
+        if "env_steps" in metrics:
+            self.env_steps += int(distributed.total(metrics.pop("env_steps"), self.world))
+        self.iteration += 1
+        return metrics
+
+    def _kept_checkpoint(self) -> str | None:
+        """The checkpoint a stopped run leaves behind, if one was written."""
+        return str(self.checkpoint_path) if self.checkpoint_path.exists() else None
+
+    def _start(self) -> None:
+        """--resume: load the checkpoint; otherwise refuse to overwrite a run. Then the run dir and config.yaml."""
+        if self.cfg.resume:
+            self.load_state_dict(load_checkpoint(self.checkpoint_path, map_location=self.device))
+        else:
+            existing = [f for f in _RUN_FILES if (self.run_dir / f).exists()]
+            if existing:
+                raise ConfigError(f"{self.run_dir} already holds a run ({', '.join(existing)}): pass --resume to "
+                                  "continue it, or choose another --run_dir")
+        distributed.barrier(self.world)  # every rank has checked before rank 0 writes
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
+
+    def run(self) -> dict[str, Any]:
+        cfg, tc = self.cfg, self.cfg.train
+        self._start()
+        log_cfg = cfg.log if self.rank == 0 else type(cfg.log)(wandb="disabled", console=False, jsonl=False, progress=False)
+        bar = tqdm(total=tc.iterations, initial=self.iteration, desc=cfg.run_name(), disable=not log_cfg.progress,
+                   dynamic_ncols=True, mininterval=1.0)
+        write = self._console_write or (lambda s: tqdm.write(s))
+        logger = make_logger(log_cfg, self.run_dir, to_dict(cfg), cfg.run_name(), write, self.wandb_id)
+        self.wandb_id = logger.wandb_run_id
+        t0, start, elapsed0 = time.perf_counter(), self.iteration, self.elapsed
+        headline = "return_post" if self.parts.family.is_rl else "meta_loss"
+        try:
+            while self.iteration < tc.iterations:
+                metrics = self.step()
+                seconds = time.perf_counter() - t0
+                self.elapsed = elapsed0 + seconds
+                bar.update(1)
+                it = self.iteration
+                if it % tc.log_every == 0 or it == tc.iterations:
+                    extra = {"env_steps": self.env_steps} if self.env_steps else {}
+                    logger.log({**{f"train/{k}": v for k, v in metrics.items()}, **extra,
+                                "time/iter_per_s": (it - start) / seconds}, step=it)
+                    bar.set_postfix({headline: f"{metrics[headline]:.4g}"})
+                out_of_time = distributed.any_rank(seconds >= tc.time_limit_s, self.world) if tc.time_limit_s else False
+                if it % tc.checkpoint_every == 0 or out_of_time:
+                    self.save()
+                if tc.eval_every and it % tc.eval_every == 0 and it < tc.iterations and self.rank == 0:
+                    logger.log(eval_metrics(self.evaluator(min(tc.eval_tasks, cfg.eval.num_tasks)).run(self.learner, self.meta)), step=it)
+                if out_of_time:
+                    break
+            bar.close()
+            if self.saved_iteration != self.iteration:
+                self.save()
+            result: dict[str, Any] = {"iterations": self.iteration, "iterations_run": self.iteration - start,
+                                      "train_seconds": time.perf_counter() - t0, "elapsed_s": self.elapsed,
+                                      "env_steps": self.env_steps, "stopped_early": self.iteration < tc.iterations,
+                                      "checkpoint": self.checkpoint_path}
+            if self.rank == 0:
+                evaluator = self.evaluator(cfg.eval.num_tasks)
+                summary = evaluator.run(self.learner, self.meta)
+                summary["iteration"] = self.iteration
+                paths = evaluator.write(summary, self.run_dir)
+                # logged before the curve is drawn from metrics.jsonl, so that the curve shows the final evaluation
+                logger.log(eval_metrics(summary), step=self.iteration)
+                curve = plots.save_learning_curve(self.run_dir, f"{cfg.run_name()}: training curve",
+                                                  trials=self.parts.algorithm.in_context)
+                if curve is not None:
+                    paths["learning_curve"] = curve
+                logger.log_summary(eval_metrics(summary))
+                for name, path in paths.items():
+                    if path.suffix == ".png":
+                        logger.log_image(f"eval/{name}", path, step=self.iteration)
+                logger.log_artifact(self.checkpoint_path, f"{cfg.run_name()}-checkpoint", "model")
+                result.update(eval=summary, table=format_summary(summary), paths=paths)
+            return result
+        except KeyboardInterrupt:
+            where = (f"the checkpoint of iteration {self.saved_iteration} survived at {self.checkpoint_path}"
+                     if self.checkpoint_path.exists() else "no checkpoint had been written yet")
+            raise TrainingInterrupted(f"interrupted at iteration {self.iteration}: {where}; continue by running the "
+                                      "same command with --resume") from None
+        finally:
+            bar.close()
+            logger.close()
+
+
+def _without_defaults(section: dict[str, Any], name: str) -> dict[str, Any]:
+    """A config section without the keys at their default value (so a checkpoint written before a new
+    option existed still resumes)."""
+    defaults = to_dict(Config())[name]
+    return {k: v for k, v in section.items() if defaults.get(k, object()) != v}
+
+
+def run(cfg: Config, console_write=None) -> dict[str, Any]:
+    """Train `cfg`, then the algorithm's own work after training, if its spec has any (`after_run`: e.g. an
+    architecture search derives its cell and retrains it)."""
+    trainer = Trainer(cfg, console_write)
+    result = trainer.run()
+    after = trainer.parts.algorithm.after_run
+    return after(trainer, result, console_write) if after else result
