@@ -7,11 +7,11 @@
 #   1. torch==2.13.0+cpu from pip's configured sources (a local wheel, a mirror), no network index needed;
 #   2. PyTorch's CPU index, tried once with a short timeout (no long retry loop when it is unreachable).
 # If both fail, the errors of both attempts are printed and setup stops.
-# Extras: METARL_EXTRAS (default "dev,mujoco"; add "gpu" for MuJoCo Warp).
+# Extras: METARL_EXTRAS (default "dev,mujoco,warp": the tests run MuJoCo Warp on its CPU device; "gpu" on a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-EXTRAS=${METARL_EXTRAS:-dev,mujoco}
+EXTRAS=${METARL_EXTRAS:-dev,mujoco,warp}
 CPU_TORCH=${METARL_CPU_TORCH:-2.13.0+cpu}
 CPU_INDEX=${METARL_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
 

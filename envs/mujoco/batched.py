@@ -60,9 +60,7 @@ class BatchedMujocoEnv(BatchedTaskEnv):
         if backend == "warp":
             from envs.mujoco.warp_backend import WarpEngine
 
-            if device == "cpu":
-                device = "cuda"
-            self.engine = WarpEngine(self.robot, n, device=device)
+            self.engine = WarpEngine(self.robot, n, device=device)  # device cpu: Warp's CPU device (tests)
         else:
             from envs.mujoco.cpu_backend import make_cpu_engine
 

@@ -1,16 +1,19 @@
-"""GPU physics for N worlds with MuJoCo Warp (`mujoco_warp`), exchanged with torch without copies.
+"""Physics for N worlds with MuJoCo Warp (`mujoco_warp`), exchanged with torch without copies.
 
-nworld = T x E worlds live on one CUDA device. `qpos`, `qvel`, `xpos`, `cfrc_ext` are torch views of the
-Warp arrays (`warp.to_torch`, zero-copy), so the batched env assembles observations and rewards with torch on
-the device. One env step (ctrl <- action, frame_skip x `mujoco_warp.step`, then `rne_postconstraint` where
-the robot needs contact forces) is captured once as a CUDA graph and replayed. Randomised dynamics give the
-model fields a leading world dimension (MuJoCo Warp broadcasts model fields whose first dimension is 1).
+nworld = T x E worlds live on one device. `qpos`, `qvel`, `xpos`, `cfrc_ext` are torch views of the Warp
+arrays (`warp.to_torch`, zero-copy), so the batched env assembles observations and rewards with torch on the
+device. One env step is ctrl <- action, frame_skip x `mujoco_warp.step`, then `rne_postconstraint` where the
+robot needs contact forces; on CUDA it is captured once as a CUDA graph and replayed. Randomised dynamics give
+the model fields a leading world dimension (MuJoCo Warp broadcasts model fields whose first dimension is 1),
+and the fields `set_const` derives from them (subtree masses, inverse weights) one row per world too.
 
-Imported only when the "warp" backend is chosen, so a CPU install needs neither warp nor mujoco_warp.
-Physics run in float32: results match the CPU backend within float32 tolerance, not bit for bit.
+device "cpu" runs the same engine on Warp's CPU device, launching the kernels at every step instead of
+replaying a graph: for tests and debugging (CI checks the physics against the CPU backend this way), not speed.
+CUDA graphs, streams and throughput are what only a GPU can check (`pytest -m gpu`, scripts/gpu_check.sh).
 
-NOT YET RUN ON A GPU: written against the mujoco_warp API (put_model / put_data / step / forward /
-reset_data / rne_postconstraint / set_const) without a device to test it on; see tests/test_mujoco_warp.py.
+Imported only when the "warp" backend is chosen, so the default install needs neither warp nor mujoco_warp.
+Physics run in float32: results match the CPU backend within float32 tolerance, not bit for bit (contacts
+amplify the difference: trajectories part at the first contact, while statistics over many worlds agree).
 """
 from __future__ import annotations
 
@@ -23,24 +26,31 @@ try:
     import warp as wp
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(
-        "the 'warp' backend needs mujoco_warp and warp-lang (pip install 'metarl[gpu]') and a CUDA device"
+        "the 'warp' backend needs mujoco_warp and warp-lang (pip install 'metarl[warp]')"
     ) from exc
 
 from envs.mujoco.robots import Robot, load_model
 
 
+#: model fields that mujoco_warp.set_const derives from others: each gets one row per world before it runs (it
+#: computes as many worlds as a field has rows, so a field left with one would give every world world 0's)
+DERIVED_FIELDS = ("body_subtreemass", "dof_invweight0", "body_invweight0", "tendon_invweight0", "actuator_acc0",
+                  "geom_aabb", "geom_rbound", "tendon_length0")
+
+
 class WarpEngine:
-    """N worlds of one robot on MuJoCo Warp; arrays are torch tensors on `device`."""
+    """N worlds of one robot on MuJoCo Warp; arrays are torch tensors on `device` (cuda, or cpu for tests)."""
 
     def __init__(self, robot: Robot, nworld: int, device: str | torch.device = "cuda",
                  nconmax: int | None = None, njmax: int | None = None):
         self.device = torch.device(device)
-        if self.device.type != "cuda":
-            raise ValueError(f"the warp backend runs on a CUDA device, got {self.device}")
+        if self.device.type not in ("cuda", "cpu"):
+            raise ValueError(f"the warp backend runs on a CUDA device or Warp's CPU device, got {self.device}")
         self.robot, self.nworld, self.frame_skip = robot, nworld, robot.frame_skip
         self.need_cfrc = robot.cfrc_in_obs or robot.contact_cost_weight > 0
         self.model = load_model(robot)  # the CPU model: sizes, defaults, timestep
-        self._wp_device = f"cuda:{self.device.index or 0}"
+        self._cuda = self.device.type == "cuda"
+        self._wp_device = f"cuda:{self.device.index or 0}" if self._cuda else "cpu"
         with wp.ScopedDevice(self._wp_device):
             mjd = mujoco.MjData(self.model)
             mujoco.mj_forward(self.model, mjd)
@@ -49,8 +59,8 @@ class WarpEngine:
             self.d = mjw.put_data(self.model, mjd, nworld=nworld, **kwargs)
         self._bind()
         self._graph = None
-        # warp launches on torch's current stream, so torch reads and writes are ordered with the physics
-        self._stream = wp.stream_from_torch(torch.cuda.current_stream(self.device))
+        # CUDA: warp launches on torch's current stream, so torch reads and writes are ordered with the physics
+        self._stream = wp.stream_from_torch(torch.cuda.current_stream(self.device)) if self._cuda else None
 
     def _bind(self) -> None:
         d = self.d
@@ -59,17 +69,25 @@ class WarpEngine:
         self.cfrc_ext = wp.to_torch(d.cfrc_ext) if self.need_cfrc else None  # (N, nbody, 6)
 
     def set_world_fields(self, fields: dict[str, np.ndarray]) -> None:
-        """Per-world values of model fields ((N, ...) arrays); the captured step is re-captured."""
+        """Per-world values of model fields ((N, ...) arrays), and of the constants derived from them (subtree
+        masses, inverse weights: mujoco_warp.set_const); the captured step is re-captured."""
         with wp.ScopedDevice(self._wp_device):
             for name, values in fields.items():
                 old = getattr(self.m, name)
                 setattr(self.m, name, wp.array(np.ascontiguousarray(values, dtype=np.float32), dtype=old.dtype))
-            if hasattr(mjw, "set_const"):  # derived constants (subtree masses, invweights) follow the fields
-                mjw.set_const(self.m, self.d)
+            for name in DERIVED_FIELDS:
+                old = getattr(self.m, name, None)
+                if old is not None and old.ndim >= 1 and old.shape[0] == 1 and self.nworld > 1:
+                    rows = np.repeat(old.numpy(), self.nworld, axis=0)
+                    setattr(self.m, name, wp.array(rows, dtype=old.dtype))
+            mjw.set_const(self.m, self.d)
         self._graph = None
 
+    def _scope(self):
+        return wp.ScopedStream(self._stream) if self._cuda else wp.ScopedDevice(self._wp_device)
+
     def reset(self, qpos: torch.Tensor, qvel: torch.Tensor) -> None:
-        with wp.ScopedStream(self._stream):
+        with self._scope():
             mjw.reset_data(self.m, self.d)
             self.qpos.copy_(qpos)
             self.qvel.copy_(qvel)
@@ -84,7 +102,10 @@ class WarpEngine:
     def step(self, ctrl: torch.Tensor, ids=None) -> None:
         """All worlds advance (a GPU step costs the same for a subset); `ids` is accepted and ignored."""
         self.ctrl.copy_(ctrl)
-        with wp.ScopedStream(self._stream):
+        with self._scope():
+            if not self._cuda:  # Warp's CPU device: launch the kernels (no graphs there)
+                self._physics()
+                return
             if self._graph is None:
                 self._physics()  # compiles the kernels; graph capture needs them loaded
                 with wp.ScopedCapture() as capture:
