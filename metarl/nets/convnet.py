@@ -72,15 +72,6 @@ def max_pool2_nhwc(x: torch.Tensor) -> torch.Tensor:
     return _nhwc(F.max_pool2d(_nchw(x), 2))
 
 
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    """x in channels-last memory (outside vmap, which cannot restride): a one-channel input is ambiguous, and
-    its conv writes NCHW memory, where batch norm and max-pool run several times slower on CPU."""
-    try:
-        return x.contiguous(memory_format=torch.channels_last)
-    except RuntimeError:  # inside vmap (build pairs this layout with one task at a time)
-        return x
-
-
 class ConvBlock(nn.Module):
     """The parameters of conv 3x3 -> batch norm (batch statistics) -> ReLU -> max-pool 2x2 (ConvNet runs it)."""
 
@@ -103,8 +94,9 @@ class ConvNet(nn.Module):
         if layout not in ("channels_last", "nchw"):
             raise ValueError(f"layout must be channels_last or nchw, got {layout!r}")
         #: channels_last: the vmap path above (per-task weights as grouped convolutions); nchw: plain ops on
-        #: NCHW-shaped tensors in channels-last memory, for one task at a time (learner batching "loop" /
-        #: "threads"). Same parameters, same outputs.
+        #: contiguous NCHW tensors, for one task at a time (task batching loop / threads). Not channels-last
+        #: memory there: torch's CPU batch norm on it loses float32 digits to cancellation (a 1e-2 relative
+        #: meta-gradient error on Omniglot drawings). Same parameters, same outputs.
         self.layout = layout
         dims = [in_channels] + [channels] * blocks
         self.blocks = nn.Sequential(*[ConvBlock(a, b) for a, b in zip(dims[:-1], dims[1:])])
@@ -137,7 +129,7 @@ class ConvNet(nn.Module):
             weight, bias = params[f"blocks.{i}.conv.weight"], params[f"blocks.{i}.conv.bias"]
             gain, shift, eps = params[f"blocks.{i}.norm.weight"], params[f"blocks.{i}.norm.bias"], self.blocks[i].norm.eps
             if nchw:
-                x = _channels_last(F.conv2d(x, weight, bias, padding=1))
+                x = F.conv2d(x, weight, bias, padding=1)
             else:
                 x = conv3x3_nhwc(x, weight, bias)
             if reference_rows:
