@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ import torch
 
 IMAGE_SIZE = 28
 DRAWINGS_PER_CHARACTER = 20
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the decoded tensor's checksum stored beside it
 
 #: md5 of the official archives (github.com/brendenlake/omniglot/python); MD5SUMS files in the data dir add to it.
 KNOWN_MD5 = {
@@ -203,21 +204,45 @@ def _source_key(name: str, data_dir: Path) -> str:
     return "dir-" + h.hexdigest()
 
 
+def _tensor_digest(images: torch.Tensor, alphabets, characters) -> str:
+    """A checksum of a decoded archive (its pixels and names): what its cache stores to be verified by."""
+    h = hashlib.sha256(images.contiguous().numpy().tobytes())
+    h.update(repr((tuple(images.shape), list(alphabets), list(characters))).encode())
+    return h.hexdigest()
+
+
+def _read_cache(cache: Path, name: str) -> OmniglotImages | None:
+    """The cached archive if its file loads and its checksum verifies; None (with a warning) otherwise."""
+    try:
+        blob = torch.load(cache, weights_only=True)
+        ok = blob["sha256"] == _tensor_digest(blob["images"], blob["alphabets"], blob["characters"])
+    except Exception:  # noqa: BLE001 - truncated, foreign or older-format files alike: rebuilt below
+        ok = False
+    if not ok:
+        warnings.warn(f"Omniglot cache {cache} is damaged (it does not verify): rebuilding it from the archive",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    return OmniglotImages(blob["images"], blob["alphabets"], blob["characters"], [name] * len(blob["characters"]))
+
+
 def load_archive(name: str, data_dir: str | Path | None = None, cache_dir: str | Path | None = None, verify: bool = True) -> OmniglotImages:
-    """Decoded archive, from the cache when it is there and matches the archive, else decoded and cached."""
+    """Decoded archive, from the cache when it is there, matches the archive and verifies, else decoded and
+    cached (atomically, with a checksum of the decoded tensor)."""
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = _source_key(name, data_dir)
     cache = cache_dir / f"{name}-{IMAGE_SIZE}px-v{CACHE_VERSION}-{key[:16]}.pt"
     if cache.is_file():
-        blob = torch.load(cache, weights_only=True)
-        return OmniglotImages(blob["images"], blob["alphabets"], blob["characters"], [name] * len(blob["characters"]))
+        cached = _read_cache(cache, name)
+        if cached is not None:
+            return cached
     data = decode_archive(name, data_dir, verify=verify)
     cache_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".part")
     os.close(fd)
     try:
-        torch.save({"images": data.images, "alphabets": data.alphabets, "characters": data.characters}, tmp)
+        torch.save({"images": data.images, "alphabets": data.alphabets, "characters": data.characters,
+                    "sha256": _tensor_digest(data.images, data.alphabets, data.characters)}, tmp)
         os.replace(tmp, cache)  # atomic: concurrent readers see the whole file or none
     finally:
         if os.path.exists(tmp):

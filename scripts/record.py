@@ -24,6 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from metarl.core.files import atomic_write_text  # noqa: E402
 
 
 def main() -> None:
@@ -47,7 +49,7 @@ def main() -> None:
     start = time.perf_counter()
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
-    (out / "output.txt").write_text(proc.stdout[-20000:] + ("\n--- stderr ---\n" + proc.stderr[-5000:] if proc.returncode else ""))
+    atomic_write_text(out / "output.txt", proc.stdout[-20000:] + ("\n--- stderr ---\n" + proc.stderr[-5000:] if proc.returncode else ""))
     import torch
 
     record = {
@@ -68,7 +70,7 @@ def main() -> None:
         for name in ("eval.json", "eval.png", "eval_episodes.png", "learning_curve.png", "config.yaml", "genotype.json", "retrain/eval.json"):
             if (run_dir / name).is_file():
                 shutil.copy(run_dir / name, out / name.replace("/", "_"))
-    (out / "record.json").write_text(json.dumps(record, indent=1) + "\n")
+    atomic_write_text(out / "record.json", json.dumps(record, indent=1) + "\n")
     print(f"{a.name}: exit {proc.returncode}, {wall:.0f} s -> {out}")
     sys.exit(proc.returncode)
 
@@ -78,7 +80,6 @@ def _earlier_training_s(run_dir: Path) -> float:
     path = run_dir / "checkpoint.pt"
     if not path.is_file():
         return 0.0
-    sys.path.insert(0, str(ROOT))
     from metarl.run.checkpoint import load_checkpoint
 
     return float(load_checkpoint(path).get("elapsed_s", 0.0))

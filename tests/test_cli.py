@@ -102,7 +102,7 @@ BAD = [
     (["--model.hidden", "8", "x"], "model.hidden must be a list of integers, got ['8', 'x']"),
     (["--train.dtype", "float16"], "train.dtype must be one of float32, float64; got 'float16'"),
     (["--learner.first_order", "3"], "unexpected argument(s) 3"),
-    (["--task.options.wayz", "3", "--task.name", "Omniglot", "--model.arch", "conv"], "unexpected keyword argument 'wayz'"),
+    (["--task.options.wayz", "3", "--task.name", "Omniglot", "--model.arch", "conv"], "task.options.wayz is not an option of Omniglot"),
 ]
 
 
@@ -129,7 +129,9 @@ def test_bad_files_give_one_line_errors(tmp_path, cli):
     old.write_text("env:\n  name: Navigation2D\nalgo:\n  algo: maml_trpo\n")
     assert_one_line_error(cli("train.py", "--config", str(old), *FAST), "old meta-RL config layout")
     assert_one_line_error(cli("train.py", "--config", str(tmp_path / "none.yaml"), *FAST), "config file not found")
-    assert_one_line_error(cli("train.py", "--resume", "--run_dir", str(tmp_path / "none"), *FAST), "checkpoint not found")
+    assert_one_line_error(cli("train.py", "--resume", "--run_dir", str(tmp_path / "none"), *FAST), "no run to resume",
+                          "start it without --resume")
+    assert not (tmp_path / "none").exists()
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "checkpoint.pt").write_bytes(b"not a checkpoint")

@@ -42,7 +42,7 @@ def test_a_failing_env_stops_training_with_its_checkpoint_kept(tmp_path, monkeyp
         return transition(state, actions)
 
     monkeypatch.setattr(BatchedNavigation2D, "transition", staticmethod(failing))
-    with pytest.raises(RolloutError, match=r"environment failure at iteration 1: .*worker died\); the last checkpoint "
+    with pytest.raises(RolloutError, match=r"environment failure at iteration 2: .*worker died\); the last checkpoint "
                                            r"is kept at .*checkpoint.pt \(continue with --resume\)"):
         Trainer(cfg()).run()
     monkeypatch.setattr(BatchedNavigation2D, "transition", staticmethod(transition))

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from metarl.core.files import atomic_write, atomic_write_text
 from metarl.core.params import expand
 from metarl.core.stats import seed_mean_ci95
 from metarl.nets.policies import batched_outputs
@@ -157,9 +158,7 @@ def evaluate(run, meta, iteration: int, checkpoint: str | Path, out: str | Path,
     if command:
         result["command"] = command
     result["wall_s"] = round(time.perf_counter() - start, 1)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    out = atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     _plot(result, out.with_suffix(".png"))
     return result
 
@@ -195,5 +194,5 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     ax.set_ylim(0, 100)
     ax.set_title(f"{result['algo']} on {result['benchmark']} {result['env_name']}".strip(), fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=120, format="png"))
     plt.close(fig)

@@ -22,6 +22,7 @@ from metarl.algorithms.base import InnerLoopLearner, as_steps, at, sgd_step
 from metarl.algorithms.rules import Algorithm
 from metarl.core.errors import ConfigError
 from metarl.core.executor import TaskExecutor
+from metarl.core.files import atomic_write_text
 from metarl.core.params import MetaParams, Params
 
 ARCH = "alphas"
@@ -87,7 +88,7 @@ def retrain(trainer, result: dict, console_write=None) -> dict:
     alphas = trainer.meta["arch"][ARCH]
     genotype = derive_genotype(alphas, cfg.model.nodes)
     if trainer.rank == 0:
-        (trainer.run_dir / "genotype.json").write_text(genotype_json(genotype, alphas, cfg.model.nodes) + "\n")
+        atomic_write_text(trainer.run_dir / "genotype.json", genotype_json(genotype, alphas, cfg.model.nodes) + "\n")
     again = copy.deepcopy(cfg)
     again.model.genotype = format_genotype(genotype)
     again.learner.algo, again.learner.weighting, again.learner.first_order = "reweight", "none", False

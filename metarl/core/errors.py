@@ -13,11 +13,20 @@ class CheckpointError(MetaRLError):
     """A checkpoint that is missing, unreadable or does not match the run."""
 
 
+class WriteError(MetaRLError):
+    """A file that could not be written (a missing or read-only directory, a full disk)."""
+
+
+class RunDirBusy(MetaRLError):
+    """Another training holds the run directory."""
+
+
 class NonFiniteLossError(MetaRLError):
     """A NaN or infinite loss; training stops and the last good checkpoint is kept."""
 
     def __init__(self, iteration: int, loss: float, checkpoint: str | None):
-        kept = f"; last good checkpoint kept at {checkpoint}" if checkpoint else "; no checkpoint had been written yet"
+        kept = (f"; last good checkpoint kept at {checkpoint} (continue with --resume, e.g. with a smaller outer.lr)"
+                if checkpoint else "; no checkpoint had been written yet (the same command starts it over)")
         super().__init__(f"non-finite loss ({loss}) at iteration {iteration}{kept}")
         self.iteration, self.value = iteration, loss
 
@@ -27,7 +36,7 @@ class RolloutError(MetaRLError):
 
     def __init__(self, iteration: int, cause: str, checkpoint: str | None):
         kept = (f"; the last checkpoint is kept at {checkpoint} (continue with --resume)" if checkpoint
-                else "; no checkpoint had been written yet")
+                else "; no checkpoint had been written yet (the same command starts it over)")
         super().__init__(f"environment failure at iteration {iteration}: {cause}{kept}")
         self.iteration = iteration
 

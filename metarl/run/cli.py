@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import typing
+from pathlib import Path
 from typing import Any, Callable
 
 from metarl.core.errors import ConfigError, MetaRLError
@@ -180,6 +181,10 @@ def parse_config(args: list[str] | None = None, description: str | None = None,
     args = list(sys.argv[1:] if args is None else args)
     options, args = _pop_task_options(args)
     path = pop_flag(args, "--config")
+    if base is None and path is None and "--resume" in args:  # continue a run with its own config
+        run_dir = pop_flag(list(args), "--run_dir")
+        if run_dir and (Path(run_dir) / "config.yaml").is_file():
+            base = read_yaml(Path(run_dir) / "config.yaml")
     data = merge_dicts(base or {}, read_yaml(path) if path else {})
     default = from_dict(Config, data)
     if "-h" in args or "--help" in args:

@@ -24,9 +24,17 @@ import torch
 from tqdm.auto import tqdm
 
 from metarl.algorithms.base import Learner
+from metarl.core.files import atomic_write_text
 from metarl.core.params import MetaParams, detach
 from metarl.core.source import Source
 from metarl.core.stats import mean_ci95
+
+
+class EvaluationDiverged(RuntimeWarning):
+    """Non-finite metrics on held-out tasks (written as null): said once per process, not once per evaluation."""
+
+
+warnings.filterwarnings("once", category=EvaluationDiverged)
 
 
 class Evaluator:
@@ -73,7 +81,7 @@ class Evaluator:
             summary["diverged_steps"] = diverged
             where = "; ".join(f"{k} after steps {', '.join(map(str, v))}" for k, v in diverged.items())
             warnings.warn(f"evaluation diverged: non-finite {where} on some held-out tasks (written as null; "
-                          "a smaller inner step size may help)", RuntimeWarning, stacklevel=2)
+                          "a smaller inner step size may help)", EvaluationDiverged, stacklevel=2)
         return summary
 
     def write(self, summary: dict[str, Any], out_dir: str | Path, stem: str = "eval") -> dict[str, Path]:
@@ -82,9 +90,7 @@ class Evaluator:
         from metarl.run import plots
 
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        paths = {"json": out_dir / f"{stem}.json"}
-        paths["json"].write_text(json.dumps(summary, indent=1, allow_nan=False))
+        paths = {"json": atomic_write_text(out_dir / f"{stem}.json", json.dumps(summary, indent=1, allow_nan=False))}
         paths["curve"] = plots.save_figure(plots.plot_adaptation_curves(summary), out_dir / f"{stem}.png")
         hook = getattr(self.source.dist, "plot_adaptation", None)
         if hook is not None and self.trace is not None and self.plot_tasks > 0:
@@ -116,30 +122,28 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def load_run(checkpoint: str | Path, flags: list[str] = ()):
     """(config, built run, meta-parameters, checkpoint state) of a checkpoint, its config overridden by flags."""
-    from metarl.core.errors import CheckpointError
     from metarl.run.build import build
-    from metarl.run.checkpoint import load_checkpoint
+    from metarl.run.checkpoint import checkpoint_path, load_checkpoint, matching_params
     from metarl.run.cli import parse_config
 
     state = load_checkpoint(checkpoint)
     cfg = parse_config(list(flags), base={**state["config"], "resume": False})
     run = build(cfg)
-    meta = run.learner.init_meta_params()
-    try:
-        meta = {g: {k: state["meta_params"][g][k].to(v) for k, v in d.items()} for g, d in meta.items()}
-    except (KeyError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint {checkpoint} does not match this learner (meta-parameter {e})") from None
+    meta = matching_params(run.learner.init_meta_params(), state["meta_params"], f"checkpoint {checkpoint_path(checkpoint)}")
     return cfg, run, meta, state
 
 
 def evaluate_checkpoint(checkpoint: str | Path, flags: list[str] = (), out: str | Path | None = None):
     """Evaluate a checkpoint of any family with its own config, overridden by config flags (e.g.
     ["--eval.num_tasks", "100"]); writes OUT (default RUN_DIR/evaluate.json) and its pictures.
-    Returns (summary, {name: path})."""
+    Returns (summary, {name: path}). The output path is checked before anything is evaluated."""
+    from metarl.core.files import check_writable
+    from metarl.run.checkpoint import checkpoint_path
+
+    out = check_writable(Path(out) if out else checkpoint_path(checkpoint).parent / "evaluate.json")
     cfg, run, meta, state = load_run(checkpoint, flags)
     e = cfg.eval
     evaluator = Evaluator(run.source, e.num_tasks, e.steps, e.batch_size, e.seed, e.plot_tasks, cfg.log.progress)
     summary = evaluator.run(run.learner, meta)
     summary["iteration"] = state["iteration"]
-    out = Path(out) if out else Path(checkpoint).parent / "evaluate.json"
     return summary, evaluator.write(summary, out.parent, out.stem)

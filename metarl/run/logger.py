@@ -187,7 +187,8 @@ def make_logger(log_cfg, run_dir: str | os.PathLike, config: dict[str, Any], nam
         loggers.append(ConsoleLogger(console_write))
     if log_cfg.jsonl:
         loggers.append(JsonlLogger(run_dir / "metrics.jsonl"))
-    if log_cfg.wandb != "disabled":
+    # WANDB_MODE=disabled in the environment wins over a config's offline / online (W&B's own convention)
+    if log_cfg.wandb != "disabled" and os.environ.get("WANDB_MODE", "").lower() != "disabled":
         loggers.append(WandbLogger(log_cfg.wandb, log_cfg.project, log_cfg.entity, name, run_dir, config, resume_id,
                                    getattr(log_cfg, "wandb_timeout_s", 20.0)))
     return MultiLogger(loggers)

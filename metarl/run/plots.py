@@ -75,12 +75,14 @@ def plot_learning_curve(series: dict[str, dict[int, float]], title: str = "", tr
 
 
 def save_figure(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The figure as a PNG at `path`, written atomically; the figure closed."""
+    from metarl.core.files import atomic_write
+
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def save_learning_curve(run_dir: str | Path, title: str, trials: bool = False) -> Path | None:

@@ -29,19 +29,20 @@ from tqdm.auto import tqdm
 
 from envs.base import EnvFailure
 from metarl.core.compiling import compile_with_fallback
-from metarl.core.errors import CheckpointError, ConfigError, NonFiniteLossError, RolloutError, TrainingInterrupted
+from metarl.core.errors import CheckpointError, NonFiniteLossError, RolloutError, TrainingInterrupted
 from metarl.core.params import FlatLayout, MetaParams
 from metarl.outer.problem import MetaProblem
 from metarl.run import distributed, plots
 from metarl.run.build import build, resolve_device
-from metarl.run.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from metarl.core.files import atomic_write_text
+from metarl.run.checkpoint import FORMAT, load_checkpoint, matching_params, save_checkpoint
 from metarl.run.config import Config, to_dict
 from metarl.run.evaluate import Evaluator, eval_metrics, format_summary
 from metarl.run.logger import make_logger
+from metarl.run.rundir import RunDir
 
 # Sections that must match between a checkpoint and the config that resumes it.
 _RESUME_MUST_MATCH = ("task", "model", "learner")
-_RUN_FILES = ("checkpoint.pt", "config.yaml", "metrics.jsonl", "eval.json")
 
 
 class Trainer:
@@ -54,7 +55,8 @@ class Trainer:
         self.parts = build(cfg, self.rank, self.world, device)
         self.learner, self.source, self.device = self.parts.learner, self.parts.source, device
         self.run_dir = cfg.resolved_run_dir()
-        self.checkpoint_path = self.run_dir / "checkpoint.pt"
+        self.rundir = RunDir(self.run_dir)
+        self.checkpoint_path = self.rundir.checkpoint
         init = self.learner.init_meta_params()
         # All meta-parameters live in one flat vector; self.meta holds views of it. The outer steps update the
         # vector with a few tensor ops, and the compiled meta-gradient takes one tensor instead of a dict.
@@ -83,14 +85,15 @@ class Trainer:
             if _without_defaults(saved.get(section, {}), section) != _without_defaults(current[section], section):
                 raise CheckpointError(f"checkpoint was written with a different '{section}' config; resume with "
                                       f"the run's own config (saved in {self.run_dir}/config.yaml)")
+        saved = matching_params(self.meta, state["meta_params"], f"checkpoint {self.checkpoint_path}")
+        for g, d in self.meta.items():
+            for k, v in d.items():
+                v.copy_(saved[g][k])
         try:
-            for g, d in self.meta.items():
-                for k, v in d.items():
-                    v.copy_(state["meta_params"][g][k].to(v))
             if state.get("optimizer") is not None:
                 self.outer.load_state_dict(state["optimizer"])
         except (KeyError, RuntimeError, ValueError) as e:
-            raise CheckpointError(f"checkpoint {self.checkpoint_path} does not match this run ({e})") from None
+            raise CheckpointError(f"checkpoint {self.checkpoint_path} does not match this run's outer step ({e})") from None
         self.iteration = self.saved_iteration = int(state["iteration"])
         self.env_steps, self.elapsed = int(state.get("env_steps", 0)), float(state.get("elapsed_s", 0.0))
         self.wandb_id = state.get("wandb_id")
@@ -113,11 +116,11 @@ class Trainer:
         try:
             batch, metrics = self.source.train_batch(self.iteration, self.learner, self.meta)
         except EnvFailure as e:
-            raise RolloutError(self.iteration, str(e), self._kept_checkpoint()) from e
+            raise RolloutError(self.iteration + 1, str(e), self._kept_checkpoint()) from e
         try:
             metrics.update(self.outer.step(self.flat, batch, self.problem, self.iteration))
-        except NonFiniteLossError as e:
-            raise NonFiniteLossError(self.iteration, e.value, self._kept_checkpoint()) from None
+        except NonFiniteLossError as e:  # numbered as the log numbers iterations: the one that would have been done
+            raise NonFiniteLossError(self.iteration + 1, e.value, self._kept_checkpoint()) from None
         if "env_steps" in metrics:
             self.env_steps += int(distributed.total(metrics.pop("env_steps"), self.world))
         self.iteration += 1
@@ -128,22 +131,31 @@ class Trainer:
         return str(self.checkpoint_path) if self.checkpoint_path.exists() else None
 
     def _start(self) -> None:
-        """--resume: load the checkpoint; otherwise refuse to overwrite a run. Then the run dir and config.yaml."""
-        if self.cfg.resume:
+        """What the run directory holds decides (metarl.run.rundir): --resume loads its checkpoint; a run that
+        stopped before its first checkpoint starts over; a checkpointed run is never overwritten without
+        --resume. Rank 0 then holds the directory's lock and writes config.yaml."""
+        action = self.rundir.check(self.cfg.resume)
+        if self.rank == 0:
+            self.rundir.acquire()
+        if action == "resume":
             self.load_state_dict(load_checkpoint(self.checkpoint_path, map_location=self.device))
-        else:
-            existing = [f for f in _RUN_FILES if (self.run_dir / f).exists()]
-            if existing:
-                raise ConfigError(f"{self.run_dir} already holds a run ({', '.join(existing)}): pass --resume to "
-                                  "continue it, or choose another --run_dir")
         distributed.barrier(self.world)  # every rank has checked before rank 0 writes
         if self.rank == 0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
+            cleared = self.rundir.clear_started() if action == "start" else []
+            if cleared:
+                (self._console_write or print)(f"{self.run_dir} held a run that stopped before its first checkpoint "
+                                               f"({', '.join(cleared)}): starting it over at iteration 0")
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
 
     def run(self) -> dict[str, Any]:
-        cfg, tc = self.cfg, self.cfg.train
         self._start()
+        try:
+            return self._run()
+        finally:
+            self.rundir.release()
+
+    def _run(self) -> dict[str, Any]:
+        cfg, tc = self.cfg, self.cfg.train
         log_cfg = cfg.log if self.rank == 0 else type(cfg.log)(wandb="disabled", console=False, jsonl=False, progress=False)
         bar = tqdm(total=tc.iterations, initial=self.iteration, desc=cfg.run_name(), disable=not log_cfg.progress,
                    dynamic_ncols=True, mininterval=1.0)
@@ -197,10 +209,12 @@ class Trainer:
                 result.update(eval=summary, table=format_summary(summary), paths=paths)
             return result
         except KeyboardInterrupt:
-            where = (f"the checkpoint of iteration {self.saved_iteration} survived at {self.checkpoint_path}"
-                     if self.checkpoint_path.exists() else "no checkpoint had been written yet")
-            raise TrainingInterrupted(f"interrupted at iteration {self.iteration}: {where}; continue by running the "
-                                      "same command with --resume") from None
+            if self.checkpoint_path.exists():
+                raise TrainingInterrupted(f"interrupted at iteration {self.iteration + 1}: the checkpoint of iteration "
+                                          f"{self.saved_iteration} survived at {self.checkpoint_path}; continue with "
+                                          "the same command plus --resume") from None
+            raise TrainingInterrupted(f"interrupted at iteration {self.iteration + 1}, before the first checkpoint: run "
+                                      "the same command again to start over") from None
         finally:
             bar.close()
             logger.close()

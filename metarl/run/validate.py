@@ -11,6 +11,8 @@ spec (metarl.algorithms, metarl.outer), asked through their registries: no algor
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import math
 
 from envs.registry import family as task_family
 from metarl.algorithms import ALGORITHMS, algorithm
@@ -47,8 +49,23 @@ UNIT_INTERVAL = ("rl.gamma", "rl.gae_lambda", "outer.ls_backtrack", "outer.hvp_t
                  "outer.hvp_episode_fraction")
 
 
+def _floats(cfg, prefix: str = ""):
+    """(path, value) of every float field of a nested config."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _floats(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float):
+            yield prefix + f.name, value
+        elif isinstance(value, tuple) and value and all(isinstance(v, float) for v in value):
+            yield from ((f"{prefix}{f.name}", v) for v in value)
+
+
 def check_ranges(cfg: Config) -> None:
-    """ConfigError naming the first field outside its range: > 0, >= 0, or in (0, 1]."""
+    """ConfigError naming the first field outside its range: finite (every float), > 0, >= 0, or in (0, 1]."""
+    for path, value in _floats(cfg):
+        if not math.isfinite(value):
+            raise ConfigError(f"{path} must be a finite number, got {value!r}")
     for paths, ok, what in ((POSITIVE, lambda v: v > 0, "positive"), (NON_NEGATIVE, lambda v: v >= 0, ">= 0"),
                             (UNIT_INTERVAL, lambda v: 0 < v <= 1, "in (0, 1]")):
         for path in paths:
@@ -72,6 +89,7 @@ def validate(cfg: Config) -> Config:
     if outer is None:
         raise ConfigError(f"outer.optimizer: unknown outer step {cfg.outer.optimizer!r}; known: {', '.join(OUTER_STEPS)}")
     check_ranges(cfg)
+    check_task_options(fam, cfg.task.options)
     kind = "rl" if fam.is_rl else "supervised"
     if kind not in spec.kinds:
         raise ConfigError(f"learner.algo {spec.name} learns {' or '.join(spec.kinds)} task families; {fam.name} is "
@@ -99,6 +117,30 @@ def validate(cfg: Config) -> Config:
     if cfg.train.task_batching != "chunks":
         reject_set(cfg, ["train.chunk_size"], f"train.task_batching {cfg.train.task_batching}")
     return cfg
+
+
+#: task distribution arguments the builder sets itself (not options)
+_BUILT = ("dtype", "data")
+_OPTION_TYPES = {"int": (int, "an integer"), "float": ((int, float), "a number"), "bool": (bool, "true or false"),
+                 "str": (str, "a string")}
+
+
+def check_task_options(fam, options: dict) -> None:
+    """Each task option a keyword of the family's distribution, of its declared type (where it declares a plain
+    one); a ConfigError naming the option, not the constructor, otherwise."""
+    try:
+        params = inspect.signature(fam.distribution).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # a factory that passes its options on (Meta-World): checked where they land
+    known = [n for n in params if n not in _BUILT]
+    for name, value in options.items():
+        if name not in known:
+            raise ConfigError(f"task.options.{name} is not an option of {fam.name}; its options: {', '.join(known)}")
+        kind = _OPTION_TYPES.get(str(params[name].annotation))
+        if kind and (not isinstance(value, kind[0]) or (isinstance(value, bool) and kind[0] is not bool)):
+            raise ConfigError(f"task.options.{name} must be {kind[1]}, got {value!r}")
 
 
 def _check_model(cfg: Config, spec, rl: bool) -> None:
