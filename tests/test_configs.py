@@ -13,7 +13,7 @@ from metarl.run.evaluate import evaluate_checkpoint
 from metarl.run.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 
 # per family: the sizes that make 2 iterations take about a second
 SMALL = {
@@ -66,7 +66,7 @@ def _skip_without_what_it_needs(cfg: Config) -> None:
             pytest.skip(f"Omniglot archives {archives} not in {default_data_dir()}")
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT / "configs").with_suffix("")) for p in CONFIGS])
 def test_every_config_trains_two_iterations_and_its_checkpoint_evaluates(path, tmp_path):
     cfg = small(path, tmp_path / "run")
     _skip_without_what_it_needs(cfg)

@@ -71,12 +71,12 @@ def test_rand_params_scales():
 CPU_BACKENDS = ["cpu", "cpu-threads"]
 
 
-def run_pair(name, backend, T=2, E=2, H=40, seed=1):
+def run_pair(name, backend, T=2, E=2, H=40, seed=1, **options):
     """Step the batched env and T*E single envs with the same tasks, start states and actions."""
-    dist = BATCHED_NAMES[name]()
+    dist = BATCHED_NAMES[name](**options)
     tasks = dist.sample(T, gen(seed))
     batched = BatchedMujocoEnv(dist, T, E, horizon=H, dtype=torch.float64, backend=backend, num_threads=2)
-    singles = [gym.make(dist.env_id, task=task_at(tasks, i // E)).unwrapped for i in range(T * E)]
+    singles = [gym.make(dist.env_id, task=task_at(tasks, i // E), **options).unwrapped for i in range(T * E)]
     first = [s.reset(seed=10 + i)[0] for i, s in enumerate(singles)]
     obs, _ = batched.reset(options={"tasks": tasks, "init_qpos": np.stack([s.data.qpos for s in singles]),
                                     "init_qvel": np.stack([s.data.qvel for s in singles])})
@@ -104,6 +104,15 @@ def test_batched_equals_single_exactly(name, backend):
     _, terminations = run_pair(name, backend)
     if name in ("HopperRandParams", "Walker2dRandParams"):
         assert terminations > 0  # the masking after termination was exercised
+
+
+PAPER_FAMILIES = ["HalfCheetahVel", "HalfCheetahDir", "AntVel", "AntDir", "AntGoal"]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("name", PAPER_FAMILIES)
+def test_batched_equals_single_exactly_with_the_papers_terms(name, backend):
+    run_pair(name, backend, H=25, terms="maml_paper")
 
 
 def world_masses(env):

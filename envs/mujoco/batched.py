@@ -121,8 +121,9 @@ class BatchedMujocoEnv(BatchedTaskEnv):
         return self._to_torch(self._obs), {}
 
     def _observation(self) -> np.ndarray:
-        e = self.engine
-        return R.observation(self.robot, e.qpos, e.qvel, e.cfrc_ext if self.robot.cfrc_in_obs else None)
+        e, r = self.engine, self.robot
+        return R.observation(r, e.qpos, e.qvel, e.cfrc_ext if r.cfrc_in_obs else None, getattr(e, "xmat", None),
+                             getattr(e, "subtree_com", None))
 
     def _to_torch(self, x, keep_dtype: bool = False) -> torch.Tensor:
         t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
@@ -143,7 +144,10 @@ class BatchedMujocoEnv(BatchedTaskEnv):
             e.step(a.astype(np.float64), None if running.all() else np.flatnonzero(running))
         xy_after = e.xpos[:, body, :2]
         xy_velocity = (xy_after - xy_before) / self.dt
-        x_velocity = xy_velocity[:, 0] if self.robot.name == "ant" else (e.qpos[:, 0] - x_before) / self.dt
+        x_velocity = xy_velocity[:, 0] if self.robot.velocity_from == "xpos" else (e.qpos[:, 0] - x_before) / self.dt
+        if self.robot.velocity_from == "com":  # the paper's terms: the torso's centre of mass, at the step's end
+            xy_velocity = R.com_velocity(self.robot, e.cvel, e.xipos, e.subtree_com)[:, :2]
+            x_velocity, xy_after = xy_velocity[:, 0], e.subtree_com[:, body, :2]
         forward = self.task_distribution.forward_term(self._params, x_velocity, xy_velocity, xy_after)
         healthy = R.is_healthy(self.robot, e.qpos, e.qvel)
         reward = R.total_reward(self.robot, forward, a, healthy, e.cfrc_ext if self.robot.name == "ant" else None)

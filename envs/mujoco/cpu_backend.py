@@ -49,13 +49,16 @@ class BatchEngine:
 
     cfrc_ext = None
 
-    def __init__(self, model, nworld: int, frame_skip: int, nthread: int | None = None):
+    def __init__(self, model, nworld: int, frame_skip: int, nthread: int | None = None, extra: tuple[str, ...] = (),
+                 refresh: bool = False):
         from mujoco.batch import Batch
 
-        self.model, self.nworld, self.frame_skip = model, nworld, frame_skip
+        self.model, self.nworld, self.frame_skip, self.refresh = model, nworld, frame_skip, refresh
         self.batch = Batch(model, nworld, nthread=nthread or default_threads())
         self._qpos, self._qvel, self._ctrl = (self.batch.bind(f) for f in ("qpos", "qvel", "ctrl"))
         self._xpos = self.batch.bind("xpos")
+        for name in extra:  # views of the worlds' data: always current
+            setattr(self, name, self.batch.bind(name))
 
     def set_world_fields(self, fields: dict[str, np.ndarray]) -> None:
         """Give each world its own values of model fields ((N, ...) arrays), then recompute the constants."""
@@ -73,6 +76,8 @@ class BatchEngine:
     def step(self, ctrl: np.ndarray, ids: np.ndarray | None = None) -> None:
         self._ctrl[:] = ctrl
         self.batch.step(ids, nstep=self.frame_skip)
+        if self.refresh:
+            self.batch.forward(ids)
 
     @property
     def qpos(self) -> np.ndarray:
@@ -93,8 +98,10 @@ class BatchEngine:
 class ThreadEngine:
     """N worlds as N MjData stepped by a pool of Python threads (mj_step releases the GIL)."""
 
-    def __init__(self, model, nworld: int, frame_skip: int, nthread: int | None = None, need_cfrc: bool = False):
+    def __init__(self, model, nworld: int, frame_skip: int, nthread: int | None = None, need_cfrc: bool = False,
+                 extra: tuple[str, ...] = (), refresh: bool = False):
         self.model, self.nworld, self.frame_skip, self.need_cfrc = model, nworld, frame_skip, need_cfrc
+        self.extra, self.refresh = extra, refresh
         self.models = [model] * nworld  # one per world once set_world_fields gives them their own fields
         self.datas = [mujoco.MjData(model) for _ in range(nworld)]
         nthread = max(1, min(nthread or default_threads(), nworld))
@@ -104,6 +111,9 @@ class ThreadEngine:
         self.qvel = np.zeros((nworld, model.nv))
         self.xpos = np.zeros((nworld, model.nbody, 3))
         self.cfrc_ext = np.zeros((nworld, model.nbody, 6)) if need_cfrc else None
+        probe = mujoco.MjData(model)
+        for name in extra:
+            setattr(self, name, np.zeros((nworld, *getattr(probe, name).shape)))
         self._ctrl = np.zeros((nworld, model.nu))
         self._active = np.ones(nworld, dtype=bool)
 
@@ -128,6 +138,8 @@ class ThreadEngine:
         self.xpos[i] = d.xpos
         if self.need_cfrc:
             self.cfrc_ext[i] = d.cfrc_ext
+        for name in self.extra:
+            getattr(self, name)[i] = getattr(d, name)
 
     def _run(self, fn, ids: np.ndarray | None) -> None:
         chunks = self.chunks if ids is None else [c for c in np.array_split(ids, len(self.chunks)) if len(c)]
@@ -157,6 +169,8 @@ class ThreadEngine:
                 m, d = self.models[i], self.datas[i]
                 d.ctrl[:] = self._ctrl[i]
                 mujoco.mj_step(m, d, nstep=self.frame_skip)
+                if self.refresh:  # derived quantities of the new state
+                    mujoco.mj_forward(m, d)
                 if self.need_cfrc:
                     mujoco.mj_rnePostConstraint(m, d)
                 self._read(i)
@@ -172,9 +186,10 @@ class ThreadEngine:
 def make_cpu_engine(robot, nworld: int, kind: str = "auto", nthread: int | None = None):
     """`kind`: "batch" (MuJoCo >= 4.0, robots without contact forces in obs/reward), "threads", or "auto"
     (batch where it applies, else threads)."""
-    from envs.mujoco.robots import load_model
+    from envs.mujoco.robots import extra_fields, load_model
 
     need_cfrc = robot.cfrc_in_obs or robot.contact_cost_weight > 0
+    more = dict(extra=extra_fields(robot), refresh=robot.refresh)
     if kind == "auto":
         kind = "batch" if has_batch() and not need_cfrc else "threads"
     if kind == "batch":
@@ -182,7 +197,7 @@ def make_cpu_engine(robot, nworld: int, kind: str = "auto", nthread: int | None 
             raise ValueError(f"the 'batch' CPU engine needs mujoco >= 4.0 (mujoco.batch); installed {mujoco.__version__}")
         if need_cfrc:
             raise ValueError(f"the 'batch' CPU engine cannot give {robot.name}'s contact forces; use 'threads' or 'auto'")
-        return BatchEngine(load_model(robot), nworld, robot.frame_skip, nthread)
+        return BatchEngine(load_model(robot), nworld, robot.frame_skip, nthread, **more)
     if kind == "threads":
-        return ThreadEngine(load_model(robot), nworld, robot.frame_skip, nthread, need_cfrc)
+        return ThreadEngine(load_model(robot), nworld, robot.frame_skip, nthread, need_cfrc, **more)
     raise ValueError(f"unknown CPU engine {kind!r}; expected one of auto, batch, threads")

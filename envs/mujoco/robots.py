@@ -5,6 +5,15 @@ Gymnasium env and the batched backends compute observations and rewards with the
 and agree bit for bit. The constants are Gymnasium v5's defaults (half_cheetah_v5.py, ant_v5.py,
 hopper_v5.py, walker2d_v5.py); the task-dependent *forward* term is supplied by the task distribution.
 
+terms "maml_paper" (HalfCheetah, Ant): the terms of rllab's envs that the MAML paper's figures came from
+(cbfinn/maml_rl, rllab/envs/mujoco/{half_cheetah,ant}_env_rand*.py), on v5's models and frame skips:
+  HalfCheetah  obs (qpos[1:], qvel, torso subtree com); reward forward - 0.05 |clip(a)|^2; no termination
+  Ant          obs (qpos, qvel, clip(cfrc_ext, -1, 1) of every body, torso xmat, torso subtree com);
+               reward forward - 0.005 |a|^2 - 0.0005 |clip(cfrc_ext)|^2 + 0.05; ends unless 0.2 <= z <= 1
+  both         velocity: the torso's centre of mass at the step's end (rllab's get_body_comvel), read after an
+               mj_forward of the new state (as rllab's forward_dynamics does); reset noise qpos + N(0, 0.01),
+               qvel + N(0, 0.1)
+
 The functions accept numpy arrays (CPU backends, single env) or torch tensors (the MuJoCo Warp backend,
 on the GPU) and use the matching namespace. No mujoco import here: `load_model` imports it when called.
 """
@@ -39,7 +48,15 @@ class Robot:
     contact_force_range: tuple[float, float] = (-1.0, 1.0)
     cfrc_in_obs: bool = False
     terminates: bool = False
-    main_body: int = 1  # body whose xpos gives Ant's xy velocity
+    main_body: int = 1  # body whose xpos gives Ant's xy velocity (v5); the torso, whose centre of mass the paper's
+    terms: str = "v5"
+    velocity_from: str = "qpos"  # qpos: root x (v5 HalfCheetah); xpos: main body frame (v5 Ant); com: its centre of mass
+    refresh: bool = False  # an mj_forward after the step: every derived quantity describes the new state (rllab)
+    ctrl_clip: bool = False  # the control cost of the action clipped to the control range (rllab's HalfCheetah)
+    survive_always: bool = False  # healthy_reward on every step, the last one too (rllab's survive_reward)
+    cfrc_from_body: int = 1  # v5 leaves the world body's (zero) contact forces out of the observation; rllab not
+    obs_xmat: bool = False  # the main body's orientation matrix in the observation (rllab's Ant)
+    obs_com: bool = False  # the main body's subtree centre of mass in the observation (rllab)
 
     @property
     def xml_path(self) -> str:
@@ -51,19 +68,29 @@ class Robot:
 HALF_CHEETAH = Robot("half_cheetah", "half_cheetah.xml", 5, 0.1, "normal", 1, None, ctrl_cost_weight=0.1)
 ANT = Robot(
     "ant", "ant.xml", 5, 0.1, "normal", 2, None, ctrl_cost_weight=0.5, healthy_reward=1.0,
-    contact_cost_weight=5e-4, cfrc_in_obs=True, terminates=True,
+    contact_cost_weight=5e-4, cfrc_in_obs=True, terminates=True, velocity_from="xpos",
 )
 HOPPER = Robot("hopper", "hopper.xml", 4, 5e-3, "uniform", 1, 10.0, ctrl_cost_weight=1e-3, healthy_reward=1.0,
                terminates=True)
 WALKER2D = Robot("walker2d", "walker2d_v5.xml", 4, 5e-3, "uniform", 1, 10.0, ctrl_cost_weight=1e-3,
                  healthy_reward=1.0, terminates=True)
-ROBOTS = {r.name: r for r in (HALF_CHEETAH, ANT, HOPPER, WALKER2D)}
+_PAPER = dict(terms="maml_paper", qvel_noise="rllab", velocity_from="com", refresh=True, obs_com=True)
+HALF_CHEETAH_PAPER = Robot("half_cheetah", "half_cheetah.xml", 5, 0.0, skipped_qpos=1, qvel_clip=None,
+                           ctrl_cost_weight=0.05, ctrl_clip=True, **_PAPER)
+ANT_PAPER = Robot("ant", "ant.xml", 5, 0.0, skipped_qpos=0, qvel_clip=None, ctrl_cost_weight=0.005,
+                  healthy_reward=0.05, survive_always=True, contact_cost_weight=5e-4, cfrc_in_obs=True,
+                  cfrc_from_body=0, obs_xmat=True, terminates=True, **_PAPER)
+ROBOTS = {(r.name, r.terms): r for r in (HALF_CHEETAH, ANT, HOPPER, WALKER2D, HALF_CHEETAH_PAPER, ANT_PAPER)}
+TERMS = ("v5", "maml_paper")
 
 
-def robot(name: str) -> Robot:
-    if name not in ROBOTS:
-        raise KeyError(f"unknown robot {name!r}; known: {', '.join(sorted(ROBOTS))}")
-    return ROBOTS[name]
+def robot(name: str, terms: str = "v5") -> Robot:
+    if (name, terms) not in ROBOTS:
+        names = sorted({n for n, _ in ROBOTS})
+        if name not in names:
+            raise KeyError(f"unknown robot {name!r}; known: {', '.join(names)}")
+        raise ValueError(f"terms {terms!r} is not defined for {name}: {', '.join(t for n, t in ROBOTS if n == name)}")
+    return ROBOTS[(name, terms)]
 
 
 def route_mujoco_warnings() -> None:
@@ -86,27 +113,51 @@ def load_model(r: Robot):
 
 
 def observation_size(r: Robot, nq: int, nv: int, nbody: int) -> int:
-    return nq - r.skipped_qpos + nv + (6 * (nbody - 1) if r.cfrc_in_obs else 0)
+    return (nq - r.skipped_qpos + nv + (6 * (nbody - r.cfrc_from_body) if r.cfrc_in_obs else 0)
+            + 9 * r.obs_xmat + 3 * r.obs_com)
 
 
 def contact_forces(r: Robot, cfrc_ext: np.ndarray) -> np.ndarray:
     return xp(cfrc_ext).clip(cfrc_ext, r.contact_force_range[0], r.contact_force_range[1])
 
 
-def observation(r: Robot, qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray | None) -> np.ndarray:
-    """(N, obs_dim) float64, Gymnasium v5's `_get_obs` for N worlds."""
+def observation(r: Robot, qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray | None,
+                xmat: np.ndarray | None = None, subtree_com: np.ndarray | None = None) -> np.ndarray:
+    """(N, obs_dim) float64: Gymnasium v5's `_get_obs` for N worlds, or rllab's `get_current_obs` (maml_paper)."""
     ns = xp(qpos)
     vel = ns.clip(qvel, -r.qvel_clip, r.qvel_clip) if r.qvel_clip is not None else qvel
     parts = [qpos[:, r.skipped_qpos :], vel]
     if r.cfrc_in_obs:
-        parts.append(contact_forces(r, cfrc_ext)[:, 1:].reshape(qpos.shape[0], -1))
+        parts.append(contact_forces(r, cfrc_ext)[:, r.cfrc_from_body :].reshape(qpos.shape[0], -1))
+    if r.obs_xmat:
+        parts.append(xmat[:, r.main_body].reshape(qpos.shape[0], 9))
+    if r.obs_com:
+        parts.append(subtree_com[:, r.main_body])
     return ns.concatenate(parts, axis=1)
 
 
+def com_velocity(r: Robot, cvel: np.ndarray, xipos: np.ndarray, subtree_com: np.ndarray) -> np.ndarray:
+    """(N, 3) linear velocity of the main body's centre of mass, from MuJoCo's com-based body velocities
+    (cvel: angular, linear at the subtree com of the body's root; the main body is its own root here): what
+    mj_objectVelocity gives rllab's get_body_comvel."""
+    b = r.main_body
+    w, v, d = cvel[:, b, :3], cvel[:, b, 3:], xipos[:, b] - subtree_com[:, b]
+    cross = [w[:, 1] * d[:, 2] - w[:, 2] * d[:, 1], w[:, 2] * d[:, 0] - w[:, 0] * d[:, 2],
+             w[:, 0] * d[:, 1] - w[:, 1] * d[:, 0]]
+    return v + xp(v).stack(cross, 1)
+
+
+#: the MjData fields (per world, per body) a robot's terms read besides qpos, qvel, xpos and cfrc_ext
+def extra_fields(r: Robot) -> tuple[str, ...]:
+    return ("xipos", "cvel", "subtree_com", "xmat") if r.velocity_from == "com" else ()
+
+
 def control_cost(r: Robot, action: np.ndarray) -> np.ndarray:
-    """(N,) in the action's dtype (float32 actions give a float32 cost, as in Gymnasium)."""
+    """(N,) in the action's dtype (float32 actions give a float32 cost, as in Gymnasium). The control range of
+    both robots is [-1, 1]: rllab's Ant divides by its half-width (1), its HalfCheetah clips to it."""
     ns = xp(action)
-    return r.ctrl_cost_weight * ns.sum(ns.square(action), axis=1)
+    a = ns.clip(action, -1.0, 1.0) if r.ctrl_clip else action
+    return r.ctrl_cost_weight * ns.sum(ns.square(a), axis=1)
 
 
 def contact_cost(r: Robot, cfrc_ext: np.ndarray) -> np.ndarray:
@@ -135,22 +186,23 @@ def total_reward(r: Robot, forward: np.ndarray, action: np.ndarray, healthy: np.
     ctrl = control_cost(r, action)
     if r.name == "half_cheetah":
         return forward - ctrl
-    rewards = forward + healthy * r.healthy_reward  # healthy is 0 or 1: exact in any float dtype
+    rewards = forward + (r.healthy_reward if r.survive_always else healthy * r.healthy_reward)  # 0 / 1: exact
     if r.name == "ant":
         return rewards - (ctrl + contact_cost(r, cfrc_ext))
     return rewards - ctrl
 
 
 def reset_noise(r: Robot, rng: np.random.Generator, nq: int, nv: int) -> tuple[np.ndarray, np.ndarray]:
-    """The v5 `reset_model` noise for one world, drawn from rng in v5's order (qpos first)."""
-    s = r.reset_noise_scale
-    dq = rng.uniform(low=-s, high=s, size=nq)
-    dv = s * rng.standard_normal(nv) if r.qvel_noise == "normal" else rng.uniform(low=-s, high=s, size=nv)
-    return dq, dv
+    """The v5 `reset_model` noise for one world, drawn from rng in v5's order (qpos first); rllab's
+    (maml_paper): qpos + N(0, 0.01), qvel + N(0, 0.1)."""
+    dq, dv = reset_noise_batch(r, rng, 1, nq, nv)
+    return dq[0], dv[0]
 
 
 def reset_noise_batch(r: Robot, rng: np.random.Generator, n: int, nq: int, nv: int) -> tuple[np.ndarray, np.ndarray]:
-    """The same law for n worlds in two vectorised draws (a different stream from n calls of reset_noise)."""
+    """The same law for n worlds in two vectorised draws."""
+    if r.qvel_noise == "rllab":
+        return 0.01 * rng.standard_normal((n, nq)), 0.1 * rng.standard_normal((n, nv))
     s = r.reset_noise_scale
     dq = rng.uniform(low=-s, high=s, size=(n, nq))
     dv = s * rng.standard_normal((n, nv)) if r.qvel_noise == "normal" else rng.uniform(low=-s, high=s, size=(n, nv))

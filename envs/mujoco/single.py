@@ -27,8 +27,8 @@ class MujocoTaskEnv(MujocoEnv):
     task_distribution: type[T.MujocoTasks] = T.MujocoTasks
 
     def __init__(self, task: TaskBatch | dict[str, Any] | None = None, split: Split = "train",
-                 render_mode: str | None = None, **kwargs: Any):
-        self.tasks = self.task_distribution()
+                 render_mode: str | None = None, terms: str = "v5", **kwargs: Any):
+        self.tasks = self.task_distribution(**({"terms": terms} if terms != "v5" else {}))
         self.robot = self.tasks.robot
         R.route_mujoco_warnings()
         MujocoEnv.__init__(self, self.robot.xml_path, self.robot.frame_skip, observation_space=None,
@@ -69,8 +69,9 @@ class MujocoTaskEnv(MujocoEnv):
         return {"task": {k: v[0].copy() for k, v in (self.task or {}).items()}}
 
     def _get_obs(self) -> np.ndarray:
-        cfrc = self.data.cfrc_ext[None] if self.robot.cfrc_in_obs else None
-        return R.observation(self.robot, self.data.qpos[None], self.data.qvel[None], cfrc)[0]
+        d = self.data
+        cfrc = d.cfrc_ext[None] if self.robot.cfrc_in_obs else None
+        return R.observation(self.robot, d.qpos[None], d.qvel[None], cfrc, d.xmat[None], d.subtree_com[None])[0]
 
     def step(self, action):
         if self.task is None:
@@ -80,15 +81,23 @@ class MujocoTaskEnv(MujocoEnv):
         xy_before = self.data.xpos[body, :2].copy()
         x_before = self.data.qpos[0]
         self.do_simulation(a[0], self.frame_skip)
+        if self.robot.refresh:  # derived quantities of the new state (rllab's forward_dynamics)
+            mujoco.mj_forward(self.model, self.data)
+            if self.robot.cfrc_in_obs or self.robot.contact_cost_weight > 0:
+                mujoco.mj_rnePostConstraint(self.model, self.data)
         xy_after = self.data.xpos[body, :2].copy()
         xy_velocity = ((xy_after - xy_before) / self.dt)[None]
-        if self.robot.name == "ant":
+        if self.robot.velocity_from == "xpos":
             x_velocity = xy_velocity[:, 0]
         else:
             x_velocity = np.array([(self.data.qpos[0] - x_before) / self.dt])
+        if self.robot.velocity_from == "com":
+            d = self.data
+            xy_velocity = R.com_velocity(self.robot, d.cvel[None], d.xipos[None], d.subtree_com[None])[:, :2]
+            x_velocity, xy_after = xy_velocity[:, 0], d.subtree_com[body, :2].copy()
         qpos, qvel = self.data.qpos[None], self.data.qvel[None]
-        cfrc = self.data.cfrc_ext[None] if self.robot.name == "ant" else None
-        forward = self.tasks.forward_term(self.task, x_velocity, xy_velocity, xy_after[None])
+        cfrc = self.data.cfrc_ext[None] if self.robot.contact_cost_weight > 0 else None
+        forward = self.tasks.forward_term(self.task, x_velocity, xy_velocity, xy_after.reshape(1, 2))
         healthy = R.is_healthy(self.robot, qpos, qvel)
         reward = R.total_reward(self.robot, forward, a, healthy, cfrc)
         terminated = bool(self.robot.terminates and not healthy[0])

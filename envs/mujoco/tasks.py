@@ -10,6 +10,11 @@ forward term:
 Transition tasks (randomised dynamics, as in rand_param_envs / ProMP) keep the v5 reward and scale the
 model's body_mass, body_inertia, dof_damping and geom_friction, element by element, by 1.5^U(-3, 3).
 
+Option terms "maml_paper" (HalfCheetah and Ant families; envs.mujoco.robots): the reward terms, termination, reset
+noise and observation of the rllab envs the MAML paper's figures came from, with their forward terms: velocity
+and direction from the torso's centre of mass; AntVel forward = 1 - |v_x - v*| (rllab: "make it happy, not
+suicidal"); AntGoal forward = 4 - |xy - g|_1 (rllab's), xy the torso's subtree centre of mass.
+
 Splits: continuous parameters use the checkerboard split of `envs.base` (train and test cover the whole
 range, disjoint). The direction tasks have only two tasks, so both splits hold both directions, as in the
 MAML paper which evaluates on the same two.
@@ -22,7 +27,7 @@ import numpy as np
 import torch
 
 from envs.base import Split, TaskBatch, TaskDistribution, check_positive, check_split, checkerboard_split
-from envs.mujoco.robots import Robot, robot, xp
+from envs.mujoco.robots import TERMS, Robot, robot, xp
 
 HORIZON = 200
 RAND_FIELDS = ("body_mass", "body_inertia", "dof_damping", "geom_friction")
@@ -40,14 +45,21 @@ class MujocoTasks(TaskDistribution):
     #: True when tasks change the physics (per-world model fields) rather than the reward.
     randomises_dynamics = False
 
-    def __init__(self, split_cells: int = 8, dtype: torch.dtype = torch.float32):
+    def __init__(self, split_cells: int = 8, terms: str = "v5", dtype: torch.dtype = torch.float32):
         check_positive(split_cells=split_cells)
-        self.split_cells = split_cells
-        self.dtype = dtype
+        if terms not in TERMS:
+            raise ValueError(f"terms must be one of {', '.join(TERMS)}, got {terms!r}")
+        self.split_cells, self.terms, self.dtype = split_cells, terms, dtype
+        if self.robot_name:  # a combination the robots do not define fails here, when the options are read
+            robot(self.robot_name, terms)
 
     @property
     def robot(self) -> Robot:
-        return robot(self.robot_name)
+        return robot(self.robot_name, self.terms)
+
+    @property
+    def paper(self) -> bool:
+        return self.terms == "maml_paper"
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Each task parameter's shape, without the leading task dimension."""
@@ -85,12 +97,17 @@ class _VelocityTasks(MujocoTasks):
     surviving, but alone does not outweigh v5's control cost early in training."""
 
     max_velocity = 2.0
+    #: the forward term's constant with the paper's terms (rllab's AntVel: +1, "make it happy, not suicidal")
+    paper_offset = 0.0
 
-    def __init__(self, split_cells: int = 8, velocity_offset: float = 0.0, dtype: torch.dtype = torch.float32):
-        super().__init__(split_cells, dtype)
+    def __init__(self, split_cells: int = 8, velocity_offset: float = 0.0, terms: str = "v5",
+                 dtype: torch.dtype = torch.float32):
+        super().__init__(split_cells, terms, dtype)
         if not math.isfinite(velocity_offset):
             raise ValueError(f"velocity_offset must be a finite number, got {velocity_offset}")
-        self.velocity_offset = float(velocity_offset)
+        if velocity_offset and self.paper:
+            raise ValueError("velocity_offset is an option of the v5 terms; terms maml_paper has the paper's own")
+        self.velocity_offset = float(velocity_offset) + (self.paper_offset if self.paper else 0.0)
 
     def sample(self, n: int, generator: torch.Generator, split: Split = "train") -> TaskBatch:
         u = self._uniform(n, 1, generator, split)[:, 0]
@@ -141,6 +158,7 @@ class AntVelTasks(_VelocityTasks):
     env_id = "metarl/AntVel-v0"
     robot_name = "ant"
     max_velocity = 3.0
+    paper_offset = 1.0
 
 
 class AntDirTasks(_DirectionTasks):
@@ -170,6 +188,8 @@ class AntGoalTasks(MujocoTasks):
 
     def forward_term(self, params, x_velocity, xy_velocity, xy_position):
         d = xy_position - params["goal"]
+        if self.paper:  # rllab's: 4 - L1 distance
+            return 4.0 - (abs(d[:, 0]) + abs(d[:, 1]))
         return -xp(d).sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1])
 
 
@@ -182,7 +202,7 @@ class RandParamsTasks(MujocoTasks):
     log_scale_range = 3.0
 
     def __init__(self, split_cells: int = 8, dtype: torch.dtype = torch.float32):
-        super().__init__(split_cells, dtype)
+        super().__init__(split_cells, "v5", dtype)
         self._shapes: dict[str, tuple[int, ...]] | None = None
 
     def field_shapes(self) -> dict[str, tuple[int, ...]]:

@@ -29,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         "the 'warp' backend needs mujoco_warp and warp-lang (pip install 'metarl[warp]')"
     ) from exc
 
-from envs.mujoco.robots import Robot, load_model
+from envs.mujoco.robots import Robot, extra_fields, load_model
 
 
 #: model fields that mujoco_warp.set_const derives from others: each gets one row per world before it runs (it
@@ -67,6 +67,9 @@ class WarpEngine:
         self.qpos, self.qvel, self.ctrl = wp.to_torch(d.qpos), wp.to_torch(d.qvel), wp.to_torch(d.ctrl)
         self.xpos = wp.to_torch(d.xpos)  # (N, nbody, 3)
         self.cfrc_ext = wp.to_torch(d.cfrc_ext) if self.need_cfrc else None  # (N, nbody, 6)
+        for name in extra_fields(self.robot):  # (N, nbody, ...): xipos, cvel, subtree_com, xmat
+            t = wp.to_torch(getattr(d, name))
+            setattr(self, name, t.reshape(*t.shape[:2], -1) if name == "xmat" else t)
 
     def set_world_fields(self, fields: dict[str, np.ndarray]) -> None:
         """Per-world values of model fields ((N, ...) arrays), and of the constants derived from them (subtree
@@ -96,6 +99,8 @@ class WarpEngine:
     def _physics(self) -> None:
         for _ in range(self.frame_skip):
             mjw.step(self.m, self.d)
+        if self.robot.refresh:  # derived quantities of the new state
+            mjw.forward(self.m, self.d)
         if self.need_cfrc:
             mjw.rne_postconstraint(self.m, self.d)
 

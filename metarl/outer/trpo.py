@@ -81,6 +81,7 @@ class TRPOStep:
                     info.update(accepted=1.0, kl=new_kl, step_frac=frac, loss_after=new_loss)
                     if new_kl > 0:
                         self.kl_ratio = new_kl / (s.max_kl * frac * frac)
+                        info["kl_model_ratio"] = self.kl_ratio  # measured / modelled KL of the accepted step
                     break
                 frac *= s.ls_backtrack
         return info

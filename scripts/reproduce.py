@@ -1,0 +1,185 @@
+#!/usr/bin/env python
+"""Reproduce a results table with one command: train what is missing in resumable, time-limited segments, then
+regenerate the table (and its chart) from results/. Re-running it continues what is unfinished.
+
+    python scripts/reproduce.py fewshot [--dry-run] [--segment-s 3600] [--only maml_5w1s ...]
+    python scripts/reproduce.py maml-rl [--dry-run] [--segment-s 3600] [--only halfcheetah_dir ...]
+
+maml-rl: the MAML paper's meta-RL figure, MAML-TRPO with the paper's settings on Navigation2D and, with the paper's
+task definitions (task.options.terms maml_paper), HalfCheetahVel, HalfCheetahDir, AntVel, AntDir
+(configs/maml_paper/): results/maml_paper/<env>/ gets the record, eval.json (return after 0..3 steps on held-out
+tasks), the learning curve and metrics.jsonl; runs in progress live in checkpoints/maml_paper/<env>/.
+
+fewshot: Omniglot 5-way 1-shot and 20-way 1-shot for MAML, FOMAML, Meta-SGD, iMAML, Reptile, ANIL, ProtoNets
+and the LSTM meta-learner, 5-way 5-shot for MAML, Reptile and ProtoNets (configs/omniglot/). Per row:
+results/omniglot/<row>/ gets the training record (record.py: the exact command, wall time over all segments),
+eval.json (transductive batch norm, as trained), eval_support.json (each query normalised with its task's
+support statistics), memory.json (peak resident memory of one meta-iteration, measured in a fresh process).
+A run in progress lives in checkpoints/fewshot/<row>/ (committed between sessions; removed once recorded).
+
+--dry-run lists every row with its state (done, in progress at iteration k, to do) and what would run next.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    config: str
+    table: str
+
+    @property
+    def results(self) -> Path:
+        return ROOT / "results" / self.table / self.name
+
+    @property
+    def run_dir(self) -> Path:
+        return ROOT / "checkpoints" / TABLES[self.table].folder / self.name
+
+
+@dataclass(frozen=True)
+class Table:
+    folder: str  # checkpoints/<folder>/<row>/: runs in progress
+    rows: list
+    extra: tuple[str, ...] = ()  # result files a finished row has besides record.json and eval.json
+    keep_run_dir: bool = False  # a finished row's run dir stays (its checkpoint: the trained meta-policy)
+
+
+LEARNERS_1SHOT = ("maml", "fomaml", "metasgd", "imaml", "reptile", "anil", "protonet", "lstm")
+FEWSHOT = [Row(f"{learner}_{ways}w1s", "configs/omniglot_5way1shot.yaml" if (learner, ways) == ("maml", 5)
+               else f"configs/omniglot/{learner}_{ways}w1s.yaml", "omniglot")
+           for ways in (5, 20) for learner in LEARNERS_1SHOT] + \
+          [Row(f"{learner}_5w5s", f"configs/omniglot/{learner}_5w5s.yaml", "omniglot") for learner in ("maml", "reptile", "protonet")]
+MAML_RL = [Row(env, f"configs/maml_paper/{env}.yaml", "maml_paper")
+           for env in ("navigation2d", "halfcheetah_vel", "halfcheetah_dir", "ant_vel", "ant_dir")]
+TABLES = {"omniglot": Table("fewshot", FEWSHOT, extra=("eval_support.json", "memory.json")),
+          "maml_paper": Table("maml_paper", MAML_RL, keep_run_dir=True)}
+COMMANDS = {"fewshot": "omniglot", "maml-rl": "maml_paper"}
+
+
+def config_iterations(row: Row) -> int:
+    import yaml
+
+    return int(yaml.safe_load((ROOT / row.config).read_text())["train"]["iterations"])
+
+
+def state(row: Row) -> tuple[str, int]:
+    """("done" | "in progress" | "to do", iterations reached)."""
+    files = [row.results / f for f in ("record.json", "eval.json", *TABLES[row.table].extra)]
+    if all(f.is_file() for f in files):
+        done = json.loads((row.results / "eval.json").read_text()).get("iteration", 0)
+        if done >= config_iterations(row):
+            return "done", done
+    checkpoint = row.run_dir / "checkpoint.pt"
+    if checkpoint.is_file():
+        from metarl.run.checkpoint import load_checkpoint
+
+        return "in progress", int(load_checkpoint(checkpoint)["iteration"])
+    return "to do", 0
+
+
+def run(cmd: list[str]) -> None:
+    print("+", " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT)
+    if proc.returncode:
+        raise SystemExit(f"error: {cmd[1]} exited with {proc.returncode}")
+
+
+def train_segment(row: Row, segment_s: float) -> bool:
+    """One time-limited segment of the row's training (recorded); whether the training is complete."""
+    py = sys.executable
+    resume = (row.run_dir / "checkpoint.pt").is_file()
+    run([py, "scripts/record.py", "--name", f"{row.table}/{row.name}", "--run_dir", str(row.run_dir),
+         "--note", "scripts/reproduce.py: time-limited segments, then --resume", "--",
+         py, "scripts/train.py", "--config", row.config, "--run_dir", str(row.run_dir),
+         "--train.time_limit_s", str(segment_s), "--log.no_progress", "--log.wandb", "disabled",
+         *(["--resume"] if resume else [])])
+    return json.loads((row.results / "eval.json").read_text()).get("iteration", 0) >= config_iterations(row)
+
+
+def finish(row: Row) -> None:
+    """What a finished row keeps besides its training record: the few-shot table's support-statistics
+    evaluation and the memory of one meta-iteration (then the run dir goes); the meta-RL table's metrics."""
+    if TABLES[row.table].keep_run_dir:
+        shutil.copy(row.run_dir / "metrics.jsonl", row.results / "metrics.jsonl")
+        return
+    py = sys.executable
+    run([py, "scripts/evaluate.py", "--checkpoint", str(row.run_dir), "--model.batch_norm", "support",
+         "--log.no_progress", "--out", str(row.results / "eval_support.json")])
+    mem = subprocess.run([py, __file__, "--memory-child", row.config], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
+    if mem.returncode:
+        raise SystemExit(f"error: measuring {row.name}'s memory failed: {mem.stderr.strip().splitlines()[-1:]}")
+    (row.results / "memory.json").write_text(mem.stdout.strip().splitlines()[-1] + "\n")
+    shutil.rmtree(row.run_dir)
+
+
+def memory_child(config: str) -> None:
+    """Peak resident memory (MB above what the process held) of one meta-iteration of `config`, after a
+    warm-up one: the allocator's and the kernels' first-call costs are not the iteration's."""
+    from metarl.run.cli import parse_config
+    from metarl.run.trainer import Trainer
+
+    def status_mb(field: str) -> float:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(parse_config(["--config", config, "--run_dir", tmp, "--log.wandb", "disabled",
+                                        "--device", "cpu"]))
+        trainer.step()
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # peak resident set := current (Linux >= 4.0)
+        base = status_mb("VmRSS")
+        trainer.step()
+        print(json.dumps({"peak_mb": round(status_mb("VmHWM") - base, 1), "config": config,
+                          "task_batching": trainer.learner.executor.mode}))
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--memory-child"]:
+        memory_child(sys.argv[2])
+        return
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("table", choices=sorted(COMMANDS))
+    p.add_argument("--dry-run", action="store_true", help="list the rows, their state and what would run")
+    p.add_argument("--segment-s", type=float, default=3600, help="training seconds per segment (then --resume)")
+    p.add_argument("--only", nargs="*", default=None, help="these rows only")
+    a = p.parse_args()
+    table = TABLES[COMMANDS[a.table]]
+    rows = [r for r in table.rows if a.only is None or r.name in a.only]
+    unknown = set(a.only or ()) - {r.name for r in table.rows}
+    if unknown:
+        raise SystemExit(f"error: no row {sorted(unknown)[0]!r} in {a.table}; rows: {', '.join(r.name for r in table.rows)}")
+    for row in rows:
+        status, iteration = state(row)
+        line = f"{row.name:<16} {status:<12} {iteration:>6} / {config_iterations(row):<6} {row.config}"
+        if a.dry_run:
+            print(line + ("" if status == "done" else "   -> would " + ("resume" if status == "in progress" else "start")))
+            continue
+        print(line, flush=True)
+        if status == "done":
+            continue
+        if iteration < config_iterations(row):
+            while not train_segment(row, a.segment_s):
+                pass
+        finish(row)
+    if not a.dry_run:
+        run([sys.executable, "scripts/results_table.py"])
+
+
+if __name__ == "__main__":
+    main()
