@@ -4,6 +4,7 @@ regenerate the table (and its chart) from results/. Re-running it continues what
 
     python scripts/reproduce.py fewshot [--dry-run] [--segment-s 3600] [--only maml_5w1s ...]
     python scripts/reproduce.py maml-rl [--dry-run] [--segment-s 3600] [--only halfcheetah_dir ...]
+    python scripts/reproduce.py fisher [--dry-run] [--max-segments 1]
 
 maml-rl: the MAML paper's meta-RL figure, MAML-TRPO with the paper's settings on Navigation2D and, with the paper's
 task definitions (task.options.terms maml_paper), HalfCheetahVel, HalfCheetahDir, AntVel, AntDir
@@ -16,6 +17,11 @@ results/omniglot/<row>/ gets the training record (record.py: the exact command, 
 eval.json (transductive batch norm, as trained), eval_support.json (each query normalised with its task's
 support statistics), memory.json (peak resident memory of one meta-iteration, measured in a fresh process).
 A run in progress lives in checkpoints/fewshot/<row>/ (committed between sessions; removed once recorded).
+
+fisher: MAML-TRPO's outer step with the curvature the shipped configs use (the KL's Hessian on 2 of every task's 20
+episodes, outer.hvp_episode_fraction 0.1) beside the full one (all episodes), on HalfCheetahDir with the paper's
+terms, same seed, 150 iterations: results/fisher/<row>/ (returns, the measured / modelled KL of every accepted step,
+seconds per iteration in metrics.jsonl), drawn side by side in results/fisher/fisher.png.
 
 --dry-run lists every row with its state (done, in progress at iteration k, to do) and what would run next.
 """
@@ -35,19 +41,32 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+#: where rows keep their results and their runs in progress (--results, --runs)
+PLACES = {"results": ROOT / "results", "runs": ROOT / "checkpoints"}
+
+
 @dataclass(frozen=True)
 class Row:
     name: str
     config: str
     table: str
+    overrides: tuple[str, ...] = ()  # flags passed to train.py after the config
 
     @property
     def results(self) -> Path:
-        return ROOT / "results" / self.table / self.name
+        return PLACES["results"] / self.table / self.name
 
     @property
     def run_dir(self) -> Path:
-        return ROOT / "checkpoints" / TABLES[self.table].folder / self.name
+        return PLACES["runs"] / TABLES[self.table].folder / self.name
+
+    @property
+    def iterations(self) -> int:
+        if "--train.iterations" in self.overrides:
+            return int(self.overrides[self.overrides.index("--train.iterations") + 1])
+        import yaml
+
+        return int(yaml.safe_load((ROOT / self.config).read_text())["train"]["iterations"])
 
 
 @dataclass(frozen=True)
@@ -65,15 +84,15 @@ FEWSHOT = [Row(f"{learner}_{ways}w1s", "configs/omniglot_5way1shot.yaml" if (lea
           [Row(f"{learner}_5w5s", f"configs/omniglot/{learner}_5w5s.yaml", "omniglot") for learner in ("maml", "reptile", "protonet")]
 MAML_RL = [Row(env, f"configs/maml_paper/{env}.yaml", "maml_paper")
            for env in ("navigation2d", "halfcheetah_vel", "halfcheetah_dir", "ant_vel", "ant_dir")]
+FISHER_ITERATIONS = ("--train.iterations", "150", "--train.eval_every", "50")
+FISHER = [Row("episodes_2_of_20", "configs/maml_paper/halfcheetah_dir.yaml", "fisher",
+              (*FISHER_ITERATIONS, "--outer.hvp_episode_fraction", "0.1")),
+          Row("full", "configs/maml_paper/halfcheetah_dir.yaml", "fisher",
+              (*FISHER_ITERATIONS, "--outer.hvp_episode_fraction", "1.0"))]
 TABLES = {"omniglot": Table("fewshot", FEWSHOT, extra=("eval_support.json", "memory.json")),
-          "maml_paper": Table("maml_paper", MAML_RL, keep_run_dir=True)}
-COMMANDS = {"fewshot": "omniglot", "maml-rl": "maml_paper"}
-
-
-def config_iterations(row: Row) -> int:
-    import yaml
-
-    return int(yaml.safe_load((ROOT / row.config).read_text())["train"]["iterations"])
+          "maml_paper": Table("maml_paper", MAML_RL, keep_run_dir=True),
+          "fisher": Table("fisher", FISHER, keep_run_dir=True)}
+COMMANDS = {"fewshot": "omniglot", "maml-rl": "maml_paper", "fisher": "fisher"}
 
 
 def state(row: Row) -> tuple[str, int]:
@@ -81,7 +100,7 @@ def state(row: Row) -> tuple[str, int]:
     files = [row.results / f for f in ("record.json", "eval.json", *TABLES[row.table].extra)]
     if all(f.is_file() for f in files):
         done = json.loads((row.results / "eval.json").read_text()).get("iteration", 0)
-        if done >= config_iterations(row):
+        if done >= row.iterations:
             return "done", done
     checkpoint = row.run_dir / "checkpoint.pt"
     if checkpoint.is_file():
@@ -98,16 +117,18 @@ def run(cmd: list[str]) -> None:
         raise SystemExit(f"error: {cmd[1]} exited with {proc.returncode}")
 
 
-def train_segment(row: Row, segment_s: float) -> bool:
-    """One time-limited segment of the row's training (recorded); whether the training is complete."""
+def train_segment(row: Row, segment_s: float) -> int:
+    """One time-limited segment of the row's training (recorded); the iteration its checkpoint reached."""
     py = sys.executable
     resume = (row.run_dir / "checkpoint.pt").is_file()
     run([py, "scripts/record.py", "--name", f"{row.table}/{row.name}", "--run_dir", str(row.run_dir),
-         "--note", "scripts/reproduce.py: time-limited segments, then --resume", "--",
-         py, "scripts/train.py", "--config", row.config, "--run_dir", str(row.run_dir),
+         "--results", str(PLACES["results"]), "--note", "scripts/reproduce.py: time-limited segments, then --resume",
+         "--", py, "scripts/train.py", "--config", row.config, *row.overrides, "--run_dir", str(row.run_dir),
          "--train.time_limit_s", str(segment_s), "--log.no_progress", "--log.wandb", "disabled",
          *(["--resume"] if resume else [])])
-    return json.loads((row.results / "eval.json").read_text()).get("iteration", 0) >= config_iterations(row)
+    from metarl.run.checkpoint import load_checkpoint
+
+    return int(load_checkpoint(row.run_dir / "checkpoint.pt")["iteration"])
 
 
 def finish(row: Row) -> None:
@@ -158,26 +179,34 @@ def main() -> None:
     p.add_argument("--dry-run", action="store_true", help="list the rows, their state and what would run")
     p.add_argument("--segment-s", type=float, default=3600, help="training seconds per segment (then --resume)")
     p.add_argument("--only", nargs="*", default=None, help="these rows only")
+    p.add_argument("--max-segments", type=int, default=0, help="stop after this many segments (0: until done)")
+    p.add_argument("--results", type=Path, default=PLACES["results"], help="where results/<table>/<row>/ go")
+    p.add_argument("--runs", type=Path, default=PLACES["runs"], help="where runs in progress live")
     a = p.parse_args()
+    PLACES.update(results=a.results.resolve(), runs=a.runs.resolve())
     table = TABLES[COMMANDS[a.table]]
     rows = [r for r in table.rows if a.only is None or r.name in a.only]
     unknown = set(a.only or ()) - {r.name for r in table.rows}
     if unknown:
         raise SystemExit(f"error: no row {sorted(unknown)[0]!r} in {a.table}; rows: {', '.join(r.name for r in table.rows)}")
+    segments = 0
     for row in rows:
         status, iteration = state(row)
-        line = f"{row.name:<16} {status:<12} {iteration:>6} / {config_iterations(row):<6} {row.config}"
+        line = f"{row.name:<16} {status:<12} {iteration:>6} / {row.iterations:<6} {row.config}"
         if a.dry_run:
             print(line + ("" if status == "done" else "   -> would " + ("resume" if status == "in progress" else "start")))
             continue
         print(line, flush=True)
         if status == "done":
             continue
-        if iteration < config_iterations(row):
-            while not train_segment(row, a.segment_s):
-                pass
+        while iteration < row.iterations:
+            if a.max_segments and segments == a.max_segments:
+                print(f"stopped after {segments} segment(s): run the same command again to continue")
+                return
+            segments += 1
+            iteration = train_segment(row, a.segment_s)
         finish(row)
-    if not a.dry_run:
+    if not a.dry_run and PLACES["results"] == ROOT / "results":
         run([sys.executable, "scripts/results_table.py"])
 
 

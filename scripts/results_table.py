@@ -16,6 +16,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from metarl.algorithms import ALGORITHMS, DEFAULT  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_rl import fisher_chart, fisher_table, maml_paper_chart, maml_paper_table  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -282,6 +285,8 @@ def tables() -> str:
             continue  # in the meta-components table
         if "metaworld" in path.parts or path.parent.name in {where for where, _, _ in MUJOCO}:
             continue  # in the Meta-World or the MuJoCo table
+        if path.parent.parent.name in ("maml_paper", "fisher"):
+            continue  # in the MAML paper's table or the Fisher side-by-side
         record = json.loads(path.read_text())
         where = f"`{path.parent.relative_to(ROOT).as_posix()}/`"
         eval_json = path.parent / "eval.json"
@@ -300,7 +305,8 @@ def tables() -> str:
             figures = ", ".join(f"{k} {v:,.0f}" if abs(v) >= 1000 else f"{k} {v:.4g}" for k, v in record["figures"].items()
                                 if isinstance(v, (int, float)) and not isinstance(v, bool))
             benches.append(f"| `{record['command'].split('scripts/', 1)[-1]}` | {figures} | {machine}{note} | {where} |")
-    out = [*omniglot_table(), *meta_components_table(), *mujoco_table(), *metaworld_table(), "| command | held-out result (mean ± 95% CI) | wall time | files |",
+    out = [*omniglot_table(), *meta_components_table(), *maml_paper_table(), *fisher_table(), *mujoco_table(),
+           *metaworld_table(), "| command | held-out result (mean ± 95% CI) | wall time | files |",
            "| --- | --- | --- | --- |", *runs]
     if benches:
         out += ["", "| benchmark | figures (its last JSON line) | machine | files |", "| --- | --- | --- | --- |", *benches]
@@ -316,6 +322,8 @@ def main() -> None:
         print(block)
         return
     omniglot_chart(ROOT / "results" / "omniglot" / "fewshot.png")
+    maml_paper_chart(ROOT / "results" / "maml_paper" / "maml_rl.png")
+    fisher_chart(ROOT / "results" / "fisher" / "fisher.png")
     block = tables()  # with the chart's line, now that it exists
     readme = ROOT / "README.md"
     text = readme.read_text()

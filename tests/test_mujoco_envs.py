@@ -194,3 +194,28 @@ def test_mujoco_warnings_do_not_write_a_log_file_into_the_working_directory(tmp_
     env.reset(seed=0)
     BatchedMujocoEnv(BATCHED_NAMES["AntDir"](), 1, 1, 5)
     assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+
+
+@pytest.mark.parametrize("name,terms", [("AntVel", "maml_paper"), ("AntDir", "v5"), ("HalfCheetahVel", "maml_paper"),
+                                        ("HalfCheetahDir", "v5")])
+def test_reward_terms_sum_to_each_episodes_return_and_stop_when_it_ends(name, terms):
+    """The per-term episode sums the trainer logs (forward, control, survive, contact) add up to the return,
+    with episodes that terminate mid-way (random actions topple the ant), and stop counting after the end."""
+    dist = BATCHED_NAMES[name](terms=terms)
+    env = BatchedMujocoEnv(dist, 2, 3, horizon=80, backend="cpu", num_threads=1, seed=0)
+    g = gen(1)
+    env.reset(seed=0, options={"tasks": dist.sample(2, g)})
+    total, ended_at = torch.zeros(6, dtype=torch.float64), None
+    for t in range(80):
+        _, reward, done, _, _ = env.step(3 * torch.randn(6, env.single_action_space.shape[0], generator=g))
+        total += reward.double()
+        if done.any() and ended_at is None:
+            ended_at = {k: v.clone() for k, v in env.episode_reward_terms.items()}
+            first = int(done.nonzero()[0])
+    terms_ = env.episode_reward_terms
+    assert set(terms_) == ({"forward", "control", "survive", "contact"} if name.startswith("Ant") else {"forward", "control"})
+    assert torch.allclose(sum(terms_.values()), total, rtol=1e-5, atol=1e-3)
+    assert terms_["control"].max() < 0 and (terms_.get("contact", torch.zeros(1)) <= 0).all()
+    if name.startswith("Ant"):
+        assert ended_at is not None, "no episode terminated: the test needs one"
+        assert all(float(terms_[k][first]) == float(ended_at[k][first]) for k in terms_)

@@ -35,6 +35,7 @@ def test_sampler_masks_termination_and_uses_per_task_params():
     assert torch.all(r.mask[1] == 1)
     assert torch.allclose(r.obs[1, 0, -1], torch.tensor([0.0, 0.35]))
     assert torch.allclose(r.episode_returns[0], r.rewards[0].sum(-1))
+    assert r.episode_lengths()[..., 0].tolist() == [[3, 3, 3], [8, 8, 8]]  # what the trainer logs
 
 
 def test_sampler_same_generator_seed_same_rollouts():

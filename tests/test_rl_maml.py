@@ -369,6 +369,7 @@ def test_multi_step_batch_collects_once_per_step_and_is_reproducible():
         assert len(batch.support) == 3 and len(batch.query) == 3
         assert {"return_pre", "return_step1", "return_step2", "return_post"} <= set(m)
         assert m["env_steps"] == 4 * 4 * 6 * 20  # 4 collections of T x E x H (no early termination this soon)
+        assert m["episode_length_pre"] == m["episode_length_post"] == 20
         metrics.append(m), supports.append(batch.support[2]["obs"])
     assert metrics[0] == metrics[1] and torch.equal(supports[0], supports[1])
 

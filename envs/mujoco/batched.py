@@ -84,6 +84,7 @@ class BatchedMujocoEnv(BatchedTaskEnv):
         self._done = torch.zeros(n, dtype=torch.bool, device=self._engine_device) if self._on_torch else np.zeros(n, bool)
         self._obs = None
         self._init_state: tuple[np.ndarray, np.ndarray] | None = None
+        self._term_sums: dict = {}  # reward term -> (N,) sum over the episode so far
 
     def set_tasks(self, tasks: TaskBatch) -> None:
         params = self.task_distribution.params_numpy(tasks)
@@ -117,6 +118,7 @@ class BatchedMujocoEnv(BatchedTaskEnv):
             qpos, qvel = (torch.as_tensor(x, dtype=torch.float32, device=self._engine_device) for x in (qpos, qvel))
         self.engine.reset(qpos, qvel)
         self._done = torch.zeros_like(self._done) if self._on_torch else np.zeros_like(self._done)
+        self._term_sums = {}
         self._obs = self._observation()
         return self._to_torch(self._obs), {}
 
@@ -154,6 +156,8 @@ class BatchedMujocoEnv(BatchedTaskEnv):
         obs = self._observation()
         # finished episodes keep their last observation and earn nothing until the next reset
         reward = R.xp(reward).where(self._done, 0.0, reward)
+        for name, term in R.reward_terms(self.robot, forward, a, healthy, e.cfrc_ext if self.robot.name == "ant" else None).items():
+            self._term_sums[name] = self._term_sums.get(name, 0.0) + R.xp(reward).where(self._done, 0.0, term)
         obs[self._done] = self._obs[self._done]
         if self.robot.terminates:
             self._done |= ~healthy
@@ -161,6 +165,11 @@ class BatchedMujocoEnv(BatchedTaskEnv):
         done = self._to_torch(self._done, keep_dtype=True).clone()
         truncated = torch.full_like(done, self.t >= self.horizon)
         return self._to_torch(obs), self._to_torch(reward), done, truncated, {}
+
+    @property
+    def episode_reward_terms(self) -> dict[str, torch.Tensor]:
+        """Each reward term summed over the current episode so far, (N,) per term (`robots.reward_terms`)."""
+        return {k: self._to_torch(v, keep_dtype=True).to(torch.float64) for k, v in self._term_sums.items()}
 
     def close(self, **kwargs: Any) -> None:
         self.engine.close()

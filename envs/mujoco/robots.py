@@ -180,6 +180,18 @@ def is_healthy(r: Robot, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
     return qpos[:, 0] == qpos[:, 0]  # all True (NaN aside), in qpos's namespace and device
 
 
+def reward_terms(r: Robot, forward: np.ndarray, action: np.ndarray, healthy: np.ndarray,
+                 cfrc_ext: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The reward's terms, (N,) each, with their signs: forward, control (<= 0), and where the robot has them
+    survive (>= 0) and contact (<= 0); they sum to `total_reward` (up to rounding)."""
+    terms = {"forward": forward, "control": -control_cost(r, action)}
+    if r.name != "half_cheetah":
+        terms["survive"] = r.healthy_reward + 0 * forward if r.survive_always else healthy * r.healthy_reward
+    if r.name == "ant":
+        terms["contact"] = -contact_cost(r, cfrc_ext)
+    return terms
+
+
 def total_reward(r: Robot, forward: np.ndarray, action: np.ndarray, healthy: np.ndarray,
                  cfrc_ext: np.ndarray | None) -> np.ndarray:
     """Gymnasium v5's reward with the task's forward term, in v5's order of operations."""

@@ -62,6 +62,8 @@ class Rollouts:
     inputs: torch.Tensor | None = None
     #: episodes per sequence (a trial's N; 1 without memory)
     episodes: int = 1
+    #: term -> (T, E, N): each reward term summed over each episode, for envs that report them (MuJoCo)
+    reward_terms: dict[str, torch.Tensor] | None = None
 
     @property
     def episode_returns(self) -> torch.Tensor:
@@ -71,6 +73,10 @@ class Rollouts:
     def returns_per_episode(self) -> torch.Tensor:
         """Undiscounted return of each episode of each sequence, (T, E, N)."""
         return self.rewards.reshape(*self.rewards.shape[:2], self.episodes, -1).sum(-1)
+
+    def episode_lengths(self) -> torch.Tensor:
+        """Steps each episode ran before it ended (terminated or reached H), (T, E, N)."""
+        return self.mask.reshape(*self.mask.shape[:2], self.episodes, -1).sum(-1)
 
     @property
     def num_steps(self) -> int:
@@ -136,7 +142,7 @@ class BatchedSampler:
         T, E, H, N = env.num_tasks, env.episodes_per_task, env.horizon, env.num_envs
         body = self._body[all(params[k].shape == shape for k, shape in self._shapes.items())]
         first, total = shard or (0, T)
-        memory, pieces, successes = None, [], []
+        memory, pieces, successes, terms = None, [], [], []
         for n in range(episodes):
             seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=generator.device))
             obs, _ = env.reset(seed=seed, options={"tasks": tasks} if n == 0 else None)
@@ -174,12 +180,16 @@ class BatchedSampler:
             success = getattr(env, "episode_success", None)
             if success is not None:
                 successes.append(success.to(obs.device).view(T, E).clone())
+            sums = getattr(env, "episode_reward_terms", None)
+            if sums:
+                terms.append({k: v.to(obs.device).view(T, E).clone() for k, v in sums.items()})
         # one episode: its tensors as they are (the layout decides the summation order of later reductions)
         obs, actions, rewards, mask, log_probs, *inputs = (parts[0] if episodes == 1 else torch.cat(parts, 2)
                                                            for parts in zip(*pieces))
         return Rollouts(obs=obs, actions=actions, rewards=rewards, mask=mask, log_probs=log_probs,
                         success=torch.stack(successes, -1) if successes else None,
-                        inputs=inputs[0] if inputs else None, episodes=episodes)
+                        inputs=inputs[0] if inputs else None, episodes=episodes,
+                        reward_terms={k: torch.stack([t[k] for t in terms], -1) for k in terms[0]} if terms else None)
 
     @staticmethod
     def _draw(mean: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor, scale: torch.Tensor):

@@ -120,6 +120,12 @@ class RolloutSource(Source):
                        "return_post": returns[-1], "env_steps": float(sum(r.num_steps for _, r, _ in path))}
             runs = [r for _, r, _ in path]
             batch = Batch(tasks, support, query)
+        first, last = runs[0], runs[-1]  # before adaptation (first episode of a trial), after it (last episode)
+        metrics.update(episode_length_pre=float(first.episode_lengths()[..., 0].mean()),
+                       episode_length_post=float(last.episode_lengths()[..., -1].mean()))
+        if first.reward_terms:  # what each reward term adds to an episode's return (MuJoCo)
+            metrics.update({f"reward_{k}_pre": float(v[..., 0].mean()) for k, v in first.reward_terms.items()})
+            metrics.update({f"reward_{k}_post": float(v[..., -1].mean()) for k, v in last.reward_terms.items()})
         if runs[0].success is not None:  # Meta-World: the success rate before and after adaptation
             metrics.update(success_pre=float(runs[0].success[..., 0].float().mean()),
                            success_post=float(runs[-1].success[..., -1].float().mean()))

@@ -57,7 +57,9 @@ def plot_learning_curve(series: dict[str, dict[int, float]], title: str = "", tr
     keys = next((ks for ks in CURVE_KEYS if all(k in series for k in ks)), None)
     if keys is None:
         return None
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    terms = sorted(k for k in series if k.startswith("train/reward_") and k.endswith("_pre"))
+    fig, axes = plt.subplots(1, 2 if terms else 1, figsize=(12 if terms else 6.5, 3.8), squeeze=False)
+    ax = axes[0, 0]
     names = {"train/return_pre": "first episode of a trial" if trials else "before adaptation",
              "train/return_post": "last episode of a trial" if trials else "after adaptation"}
     for key in keys:
@@ -71,7 +73,25 @@ def plot_learning_curve(series: dict[str, dict[int, float]], title: str = "", tr
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    if terms:  # where the return comes from: each reward term per episode, and how long episodes last
+        _plot_reward_terms(axes[0, 1], series, terms)
     return fig
+
+
+def _plot_reward_terms(ax, series: dict[str, dict[int, float]], terms: list[str]) -> None:
+    for key in terms:
+        steps = sorted(series[key])
+        ax.plot(steps, [series[key][s] for s in steps], lw=1, label=key[len("train/reward_"):-len("_pre")])
+    ax.set_xlabel("meta-iteration")
+    ax.set_ylabel("sum over an episode, before adaptation")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    if "train/episode_length_pre" in series:
+        twin, steps = ax.twinx(), sorted(series["train/episode_length_pre"])
+        twin.plot(steps, [series["train/episode_length_pre"][s] for s in steps], "k:", lw=1)
+        twin.set_ylabel("episode length (dotted)")
+        twin.set_ylim(bottom=0)
+    ax.set_title("reward terms and episode length", fontsize=9)
 
 
 def save_figure(fig, path: str | Path) -> Path:
