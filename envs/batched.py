@@ -10,6 +10,10 @@ truncated, info)) with three differences that make meta-RL rollouts one batched 
   tensors have leading dimension T); every sub-env of a task shares them;
 * a collection has a fixed horizon H and no autoreset: a sub-env that terminates keeps returning its last
   observation with reward 0 and terminated=True until the next `reset`. The sampler masks those steps.
+
+reset(options={"shard": (first, total)}): these T tasks are tasks first..first+T-1 of a batch of `total` that
+torch.distributed ranks split; what a reset draws from its seed (initial-state noise, sub-env seeds) is drawn
+for the whole batch and this part taken, so every sub-env starts as it would in one process.
 """
 from __future__ import annotations
 
@@ -53,6 +57,7 @@ class BatchedTaskEnv(gym.vector.VectorEnv):
         self.action_space = gym.vector.utils.batch_space(single_action_space, self.num_envs)
         self.tasks: TaskBatch | None = None
         self.t = 0
+        self.shard = (0, self.num_tasks)  # (first task, tasks in the whole batch) of the last reset
 
     @abstractmethod
     def set_tasks(self, tasks: TaskBatch) -> None:
@@ -67,8 +72,16 @@ class BatchedTaskEnv(gym.vector.VectorEnv):
             self.set_tasks(options["tasks"])
         if self.tasks is None:
             raise RuntimeError("set_tasks(tasks) (or reset(options={'tasks': ...})) before reset()")
-        self.t = 0
+        first, total = (options or {}).get("shard") or (0, self.num_tasks)
+        if not 0 <= first <= total - self.num_tasks:
+            raise ValueError(f"shard {(first, total)} does not hold this env's {self.num_tasks} tasks")
+        self.shard, self.t = (int(first), int(total)), 0
         return self._reset(seed)
+
+    @property
+    def worlds(self) -> tuple[int, int]:
+        """(first sub-env, sub-envs of the whole batch): where this env's sub-envs sit in it (`shard`)."""
+        return self.shard[0] * self.episodes_per_task, self.shard[1] * self.episodes_per_task
 
     def step(self, actions: torch.Tensor):
         if actions.shape[0] != self.num_envs:

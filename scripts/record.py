@@ -44,8 +44,10 @@ def main() -> None:
     run_dir = (ROOT / a.run_dir if not Path(a.run_dir).is_absolute() else Path(a.run_dir)) if a.run_dir else None
     earlier = _earlier_training_s(run_dir) if run_dir and "--resume" in command else 0.0
     git = lambda *args: subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
-    # the code that runs is the one at the start; "+dirty": tracked files differed from that commit
-    commit = git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    # the code that runs is the one at the start; "+dirty": tracked files differed from that commit (results and
+    # checkpoints aside: records and runs in progress are what this script and the runs write)
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results", ":!checkpoints")
+    commit = git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
     start = time.perf_counter()
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start

@@ -140,11 +140,20 @@ def test_ppo_minibatches_split_every_task_once_in_a_seeded_order():
 
     step = GradientStep(FlatAdam(torch.zeros(3)), lambda it: 1e-3, epochs=2, minibatches=3)
     batch = Batch({"goal": torch.arange(7.0)[:, None]}, [{"x": torch.arange(7.0)}], [])
-    parts = step._parts(batch, iteration=5, epoch=0)
+    parts = [p for p, _ in step._parts(batch, iteration=5, epoch=0)]
     assert len(parts) == 3 and sorted(torch.cat([p.support[0]["x"] for p in parts]).tolist()) == list(range(7))
-    again = step._parts(batch, iteration=5, epoch=0)
+    again = [p for p, _ in step._parts(batch, iteration=5, epoch=0)]
     assert all(torch.equal(a.support[0]["x"], b.support[0]["x"]) for a, b in zip(parts, again))
-    other = step._parts(batch, iteration=5, epoch=1)
+    other = [p for p, _ in step._parts(batch, iteration=5, epoch=1)]
     assert any(not torch.equal(a.support[0]["x"], b.support[0]["x"]) for a, b in zip(parts, other))
+    # split over ranks (tasks 0..2 and 3..6), each rank's parts are its members of the same groups, weighted
+    # by their share of the group
+    for first, n in ((0, 3), (3, 4)):
+        mine = Batch({"goal": torch.arange(7.0)[first:first + n, None]}, [{"x": torch.arange(7.0)[first:first + n]}],
+                     [], first=first, total=7)
+        for whole, (part, share) in zip(parts, step._parts(mine, iteration=5, epoch=0)):
+            members = [x for x in whole.support[0]["x"].tolist() if first <= x < first + n]
+            assert share == len(members) / len(whole.support[0]["x"])
+            assert part.support[0]["x"].tolist() == (members or [float(first)])  # none: any task, weight 0
     with pytest.raises(ValueError, match="more than the 7 tasks"):
         GradientStep(FlatAdam(torch.zeros(3)), lambda it: 1e-3, minibatches=8)._parts(batch, 0, 0)

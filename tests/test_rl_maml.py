@@ -293,11 +293,11 @@ def test_trpo_episode_subset_keeps_every_task_with_evenly_spaced_episodes_and_ch
 
     learner, source, flat, layout = nav_setup(T=3, E=5, H=6)
     batch, _ = source.train_batch(0, learner, layout.unflatten(flat))
-    sub = TRPOStep(hvp="gauss_newton", hvp_episode_fraction=0.6)._hvp_batch(batch)
-    assert sub.num_tasks == 3
+    sub, share = TRPOStep(hvp="gauss_newton", hvp_episode_fraction=0.6)._hvp_batch(batch)
+    assert sub.num_tasks == 3 and share is None
     for full, part in zip(tree_flatten((batch.support, batch.query))[0], tree_flatten((sub.support, sub.query))[0]):
         assert torch.equal(part, full[:, [0, 2, 4]])
-    assert TRPOStep()._hvp_batch(batch) is batch
+    assert TRPOStep()._hvp_batch(batch) == (batch, None)
     moved = []
     for episode_fraction in (1.0, 0.6):
         x = flat.clone()
@@ -392,3 +392,21 @@ def torch_sgd(flat):
     from metarl.core.numerics import FlatSGD
 
     return FlatSGD(flat)
+
+
+def test_trpo_task_subsample_is_chosen_in_the_whole_batch_so_ranks_use_the_tasks_one_process_would():
+    """10 tasks, a quarter for the curvature: tasks 0, 3, 6, 9 of the whole batch. Split over ranks as
+    (0..4), (5..9) and (0..2), (3..9), each rank keeps those of its part, weighted by their share of the 4."""
+    from dataclasses import replace
+
+    learner, source, flat, layout = nav_setup(T=10, E=2, H=4)
+    batch, _ = source.train_batch(0, learner, layout.unflatten(flat))
+    step = TRPOStep(hvp_task_fraction=0.4)
+    whole, share = step._hvp_batch(batch)
+    assert torch.equal(whole.tasks["goal"], batch.tasks["goal"][[0, 3, 6, 9]]) and share == 1.0
+    for first, n, kept in ((0, 5, [0, 3]), (5, 5, [6, 9]), (0, 3, [0]), (3, 7, [3, 6, 9])):
+        part = replace(batch.take(slice(first, first + n)), first=first, total=10)
+        sub, share = step._hvp_batch(part)
+        assert torch.equal(sub.tasks["goal"], batch.tasks["goal"][kept]) and share == len(kept) / 4
+    none, share = step._hvp_batch(replace(batch.take(slice(1, 3)), first=1, total=10))
+    assert none is None and share == 0.0

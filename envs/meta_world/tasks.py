@@ -152,7 +152,8 @@ class BatchedMetaWorld(BatchedTaskEnv):
         vec = self._active
         try:
             vec.call("sample_tasks")  # each sub-env takes its one task (Meta-World's task-select wrapper)
-            obs, info = vec.reset(seed=seed)
+            first = self.worlds[0]  # sub-env i of the whole batch gets seed + i, as in one process
+            obs, info = vec.reset(seed=None if seed is None else [seed + first + i for i in range(self.num_envs)])
         except Exception as e:
             raise EnvFailure(f"{self.dist.name}: a sub-env failed on reset ({type(e).__name__}: {e})") from e
         self.episode_success = torch.zeros(self.num_envs, dtype=torch.bool)

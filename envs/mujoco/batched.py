@@ -112,7 +112,8 @@ class BatchedMujocoEnv(BatchedTaskEnv):
             qpos, qvel = self._init_state
         else:
             rng = np.random.default_rng(seed) if seed is not None else self._rng
-            dq, dv = R.reset_noise_batch(self.robot, rng, self.num_envs, self.nq, self.nv)
+            first, total = self.worlds  # drawn for the whole batch: each world as in one process
+            dq, dv = (x[first : first + self.num_envs] for x in R.reset_noise_batch(self.robot, rng, total, self.nq, self.nv))
             qpos, qvel = self.init_qpos + dq, self.init_qvel + dv
         if self._on_torch:
             qpos, qvel = (torch.as_tensor(x, dtype=torch.float32, device=self._engine_device) for x in (qpos, qvel))

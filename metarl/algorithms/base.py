@@ -48,12 +48,21 @@ class Batch:
     tasks: TaskBatch
     support: list[Any]
     query: list[Any]
+    #: where these tasks sit in the whole batch that torch.distributed ranks split: its first task's index and
+    #: the whole batch's size (None: these tasks are the whole batch)
+    first: int = 0
+    total: int | None = None
 
     @property
     def num_tasks(self) -> int:
         return next(iter(self.tasks.values())).shape[0]
 
+    @property
+    def total_tasks(self) -> int:
+        return self.num_tasks if self.total is None else self.total
+
     def take(self, index) -> "Batch":
+        """A subset of the tasks (a batch of its own: no place in a larger one)."""
         return Batch(take(self.tasks, index), take(self.support, index), take(self.query, index))
 
 

@@ -41,6 +41,10 @@ class RolloutError(MetaRLError):
         self.iteration = iteration
 
 
+class DistributedError(MetaRLError):
+    """A torch.distributed collective failed: a rank did not answer within train.dist_timeout_s, or died."""
+
+
 class TrainingInterrupted(MetaRLError):
     """Ctrl-C during training: says which checkpoint survived and how to continue."""
 

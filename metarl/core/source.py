@@ -33,6 +33,8 @@ class Source:
         self.shard = (lo, hi - lo)
         #: the weight of this process's mean in the mean over all tasks
         self.share = (hi - lo) / meta_batch_size
+        #: (first task, whole batch size): where this process's tasks sit in every batch (Batch.first, .total)
+        self.place = (lo, meta_batch_size)
 
     def train_generator(self, index: int) -> torch.Generator:
         return torch.Generator().manual_seed(derived_seed(self.seed, 0, index))

@@ -25,27 +25,35 @@ class GradientStep:
     """`epochs` passes of a flat Adam / SGD per batch, each pass one step per minibatch of tasks (a fresh
     meta-gradient each; nothing applied when the loss or the gradient is not finite). The learning rate comes
     from `lr(iteration)`. minibatches > 1: each pass splits the tasks into that many groups, in an order drawn
-    from the iteration's own generator (PPO's minibatch epochs; every rank splits its own share alike)."""
+    from the iteration's own generator (PPO's minibatch epochs). The groups are of the whole batch's tasks
+    (Batch.first, .total): under torch.distributed each rank computes its members of a group, weighted by their
+    share of it, so W ranks take the steps one process would."""
 
     def __init__(self, optimizer: FlatAdam | FlatSGD, lr: Callable[[int], float], epochs: int = 1,
                  grad_clip: float = 0.0, minibatches: int = 1):
         self.optimizer, self.lr, self.epochs, self.grad_clip = optimizer, lr, int(epochs), float(grad_clip)
         self.minibatches = int(minibatches)
 
-    def _parts(self, batch: Batch, iteration: int, epoch: int) -> list[Batch]:
+    def _parts(self, batch: Batch, iteration: int, epoch: int) -> list[tuple[Batch, float | None]]:
+        """(this rank's part of each minibatch, its weight in the minibatch's mean; None: its batch share)."""
         if self.minibatches == 1:
-            return [batch]
-        n = batch.num_tasks
-        if n < self.minibatches:
-            raise ValueError(f"outer.minibatches {self.minibatches} is more than the {n} tasks of a batch")
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(iteration * 1009 + epoch))
-        return [batch.take(part) for part in order.tensor_split(self.minibatches)]
+            return [(batch, None)]
+        total, n = batch.total_tasks, batch.num_tasks
+        if total < self.minibatches:
+            raise ValueError(f"outer.minibatches {self.minibatches} is more than the {total} tasks of a batch")
+        order = torch.randperm(total, generator=torch.Generator().manual_seed(iteration * 1009 + epoch))
+        parts = []
+        for group in order.tensor_split(self.minibatches):
+            mine = group[(group >= batch.first) & (group < batch.first + n)] - batch.first
+            # a rank with no member still joins the group's all_reduce, with weight 0 (any task computes it)
+            parts.append((batch.take(mine if len(mine) else torch.zeros(1, dtype=torch.long)), len(mine) / len(group)))
+        return parts
 
     def step(self, flat: torch.Tensor, batch: Batch, problem: MetaProblem, iteration: int) -> dict[str, float]:
         out: dict[str, float] = {}
         for epoch in range(self.epochs):
-            for i, part in enumerate(self._parts(batch, iteration, epoch)):
-                g, loss, metrics = problem.gradient(flat, part)
+            for i, (part, share) in enumerate(self._parts(batch, iteration, epoch)):
+                g, loss, metrics = problem.gradient(flat, part, share)
                 norm = float(torch.linalg.vector_norm(g))
                 loss_f = float(loss)
                 check_finite(loss_f, norm)

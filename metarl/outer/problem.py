@@ -22,17 +22,20 @@ class MetaProblem:
     def __init__(self, learner: Learner, layout: FlatLayout, reduce: Callable[..., list[torch.Tensor]] | None = None,
                  compile_fn: Callable[[Callable], Callable] | None = None):
         self.learner, self.layout = learner, layout
-        self.reduce = reduce or (lambda *t: list(t))
+        self.reduce = reduce or (lambda *t, share=None: list(t))
         self._gradient = compile_fn(self._flat_gradient) if compile_fn else self._flat_gradient
 
     def _flat_gradient(self, flat: torch.Tensor, support, query):
         grads, loss, metrics = self.learner.meta_gradient(self.layout.unflatten(flat), support, query)
         return self.layout.flatten(grads), loss, metrics
 
-    def gradient(self, flat: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def gradient(self, flat: torch.Tensor, batch: Batch, share: float | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The meta-gradient, loss and metrics, means over all ranks' tasks (`share`: this rank's weight in
+        them, when it is not its share of the whole batch)."""
         grad_, loss, metrics = self._gradient(flat, batch.support, batch.query)
         names = list(metrics)
-        grad_, loss, *values = self.reduce(grad_, loss, *metrics.values())
+        grad_, loss, *values = self.reduce(grad_, loss, *metrics.values(), share=share)
         return grad_, loss, dict(zip(names, values))
 
     def loss(self, flat: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

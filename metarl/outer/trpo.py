@@ -49,19 +49,24 @@ class TRPOStep:
         g = torch.autograd.grad(loss, x, retain_graph=s.hvp == "autograd")[0]  # the autograd HVPs reuse the graph
         g, loss_all = reduce(g, loss.detach())
         check_finite(float(loss_all), float(g.norm()))
-        if s.hvp == "gauss_newton":
-            curvature = problem.learner.kl_curvature(detach(problem.layout.unflatten(x)), self._hvp_batch(batch))
+        sub, share = self._hvp_batch(batch)
+        if sub is None:  # none of the subsample's tasks is on this rank: it adds nothing to the products
+            def local_hv(v: torch.Tensor) -> torch.Tensor:
+                return torch.zeros_like(v)
+        elif s.hvp == "gauss_newton":
+            curvature = problem.learner.kl_curvature(detach(problem.layout.unflatten(x)), sub)
 
-            def Hv(v: torch.Tensor) -> torch.Tensor:
-                hv = curvature(problem.layout.unflatten(v))
-                return reduce(problem.layout.flatten(hv))[0] + s.cg_damping * v
+            def local_hv(v: torch.Tensor) -> torch.Tensor:
+                return problem.layout.flatten(curvature(problem.layout.unflatten(v)))
         else:
-            sub = self._hvp_batch(batch)
             kl = metrics["kl"] if sub is batch else problem.loss(x, sub)[1]["kl"]
             grad_kl = torch.autograd.grad(kl, x, create_graph=True)[0]
 
-            def Hv(v: torch.Tensor) -> torch.Tensor:
-                return reduce(torch.autograd.grad(grad_kl @ v, x, retain_graph=True)[0])[0] + s.cg_damping * v
+            def local_hv(v: torch.Tensor) -> torch.Tensor:
+                return torch.autograd.grad(grad_kl @ v, x, retain_graph=True)[0]
+
+        def Hv(v: torch.Tensor) -> torch.Tensor:
+            return reduce(local_hv(v), share=share)[0] + s.cg_damping * v
 
         step_dir, H_step_dir = conjugate_gradient(Hv, g, s.cg_iters, with_product=True)  # one product fewer
         shs = 0.5 * (step_dir @ H_step_dir)
@@ -86,14 +91,21 @@ class TRPOStep:
                 frac *= s.ls_backtrack
         return info
 
-    def _hvp_batch(self, batch: Batch) -> Batch:
+    def _hvp_batch(self, batch: Batch) -> tuple[Batch | None, float | None]:
         """Evenly spaced, fixed subsets of the tasks and of each task's episodes (rllab's subsampled Fisher), or
-        the whole batch."""
-        n = batch.num_tasks
-        n_sub = max(1, round(self.hvp_task_fraction * n))
-        if n_sub < n:
-            batch = batch.take(torch.linspace(0, n - 1, n_sub).round().long())
-        return batch if self.hvp_episode_fraction >= 1 else episode_subset(batch, self.hvp_episode_fraction)
+        the whole batch; and this batch's weight in the mean over the subset (None: its share of the whole).
+        The tasks are chosen among the whole batch's (Batch.first, .total), so W torch.distributed ranks, each
+        with its part, use the tasks one process would; a rank with none of them gets (None, 0)."""
+        n, total = batch.num_tasks, batch.total_tasks
+        n_sub = max(1, round(self.hvp_task_fraction * total))
+        share = None
+        if n_sub < total:
+            chosen = torch.linspace(0, total - 1, n_sub).round().long() - batch.first
+            mine = chosen[(chosen >= 0) & (chosen < n)]
+            if len(mine) == 0:
+                return None, 0.0
+            batch, share = batch.take(mine), len(mine) / n_sub
+        return (batch if self.hvp_episode_fraction >= 1 else episode_subset(batch, self.hvp_episode_fraction)), share
 
     def state_dict(self) -> dict[str, Any]:
         return {"kl_ratio": self.kl_ratio}
@@ -115,7 +127,7 @@ def episode_subset(batch: Batch, fraction: float) -> Batch:
         return batch
     index = torch.linspace(0, e - 1, keep).round().long().to(leaves[0].device)
     pick = lambda t: t.index_select(1, index)  # noqa: E731
-    return Batch(batch.tasks, tree_map(pick, batch.support), tree_map(pick, batch.query))
+    return Batch(batch.tasks, tree_map(pick, batch.support), tree_map(pick, batch.query), batch.first, batch.total)
 
 
 def build(cfg, flat) -> TRPOStep:

@@ -145,7 +145,7 @@ class BatchedSampler:
         memory, pieces, successes, terms = None, [], [], []
         for n in range(episodes):
             seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=generator.device))
-            obs, _ = env.reset(seed=seed, options={"tasks": tasks} if n == 0 else None)
+            obs, _ = env.reset(seed=seed, options={"shard": (first, total), **({"tasks": tasks} if n == 0 else {})})
             scale = torch.tensor(0.0 if deterministic else 1.0, device=obs.device, dtype=obs.dtype)
             # all the noise in one call: fewer ops per step
             noise = torch.randn((H, total * E, self.act_dim), generator=generator, device=obs.device, dtype=obs.dtype)

@@ -108,7 +108,7 @@ class RolloutSource(Source):
                        **{f"return_episode{n}": float(x) for n, x in enumerate(returns[1:-1], 1)},
                        "env_steps": float(r.num_steps)}
             runs = [r]
-            batch = Batch(tasks, [data], [])
+            batch = Batch(tasks, [data], [], *self.place)
         else:
             k = learner.inner_steps
             path = self.rollout_path(learner, meta, tasks, k, k + int(learner.needs_query),
@@ -119,7 +119,7 @@ class RolloutSource(Source):
             metrics = {"return_pre": returns[0], **{f"return_step{s}": x for s, x in enumerate(returns[1:-1], 1)},
                        "return_post": returns[-1], "env_steps": float(sum(r.num_steps for _, r, _ in path))}
             runs = [r for _, r, _ in path]
-            batch = Batch(tasks, support, query)
+            batch = Batch(tasks, support, query, *self.place)
         first, last = runs[0], runs[-1]  # before adaptation (first episode of a trial), after it (last episode)
         metrics.update(episode_length_pre=float(first.episode_lengths()[..., 0].mean()),
                        episode_length_post=float(last.episode_lengths()[..., -1].mean()))

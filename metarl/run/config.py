@@ -231,6 +231,9 @@ class TrainConfig:
     """Floating-point type of parameters and data."""
     threads: int = 0
     """torch.set_num_threads; 0 = torch's default (one per core)."""
+    dist_timeout_s: float = 1800.0
+    """Under torchrun: the longest a rank waits for the others in a collective (rank 0's periodic evaluation
+    included) before the run stops with an error naming the ranks that did not answer."""
 
 
 @dataclass

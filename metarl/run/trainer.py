@@ -51,7 +51,8 @@ class Trainer:
         device = resolve_device(cfg.device)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        self.rank, self.world = distributed.rank_and_world(device)
+        self.group = distributed.Group(device, cfg.train.dist_timeout_s)
+        self.rank, self.world = self.group.rank, self.group.world
         self.parts = build(cfg, self.rank, self.world, device)
         self.learner, self.source, self.device = self.parts.learner, self.parts.source, device
         self.run_dir = cfg.resolved_run_dir()
@@ -65,8 +66,7 @@ class Trainer:
         self.meta: MetaParams = self.layout.unflatten(self.flat)
         self.outer = self.parts.outer_step(self.flat)
         compile_fn = (lambda f: compile_with_fallback(f, self, "train.compile")) if cfg.train.compile else None
-        self.problem = MetaProblem(self.learner, self.layout, distributed.Reducer(self.source.share, self.world),
-                                   compile_fn)
+        self.problem = MetaProblem(self.learner, self.layout, self.group.reducer(self.source.share), compile_fn)
         self.iteration = self.saved_iteration = self.env_steps = 0
         self.elapsed = 0.0
         self.wandb_id: str | None = None
@@ -113,16 +113,21 @@ class Trainer:
 
     def step(self) -> dict[str, float]:
         """One outer iteration; raises NonFiniteLossError (nothing applied) on a NaN/inf loss or gradient."""
+        self.group.iteration = self.iteration + 1  # numbered as the log numbers it
         try:
             batch, metrics = self.source.train_batch(self.iteration, self.learner, self.meta)
         except EnvFailure as e:
             raise RolloutError(self.iteration + 1, str(e), self._kept_checkpoint()) from e
+        steps = metrics.pop("env_steps", None)
+        if self.world > 1 and metrics:  # this rank's means over its tasks -> means over all tasks
+            values = self.problem.reduce(torch.tensor(list(metrics.values()), dtype=torch.float64))[0]
+            metrics = dict(zip(metrics, values.tolist()))
         try:
             metrics.update(self.outer.step(self.flat, batch, self.problem, self.iteration))
         except NonFiniteLossError as e:  # numbered as the log numbers iterations: the one that would have been done
             raise NonFiniteLossError(self.iteration + 1, e.value, self._kept_checkpoint()) from None
-        if "env_steps" in metrics:
-            self.env_steps += int(distributed.total(metrics.pop("env_steps"), self.world))
+        if steps is not None:
+            self.env_steps += int(self.group.total(steps))
         self.iteration += 1
         return metrics
 
@@ -134,12 +139,14 @@ class Trainer:
         """What the run directory holds decides (metarl.run.rundir): --resume loads its checkpoint; a run that
         stopped before its first checkpoint starts over; a checkpointed run is never overwritten without
         --resume. Rank 0 then holds the directory's lock and writes config.yaml."""
-        action = self.rundir.check(self.cfg.resume)
+        # a group torchrun restarted after a failure (--max-restarts) continues from the last checkpoint
+        resume = self.cfg.resume or (distributed.restarted() and self.checkpoint_path.exists())
+        action = self.rundir.check(resume)
         if self.rank == 0:
             self.rundir.acquire()
         if action == "resume":
             self.load_state_dict(load_checkpoint(self.checkpoint_path, map_location=self.device))
-        distributed.barrier(self.world)  # every rank has checked before rank 0 writes
+        self.group.barrier()  # every rank has checked before rank 0 writes
         if self.rank == 0:
             cleared = self.rundir.clear_started() if action == "start" else []
             if cleared:
@@ -176,7 +183,7 @@ class Trainer:
                     logger.log({**{f"train/{k}": v for k, v in metrics.items()}, **extra,
                                 "time/iter_per_s": (it - start) / seconds}, step=it)
                     bar.set_postfix({headline: f"{metrics[headline]:.4g}"})
-                out_of_time = distributed.any_rank(seconds >= tc.time_limit_s, self.world) if tc.time_limit_s else False
+                out_of_time = self.group.any(seconds >= tc.time_limit_s) if tc.time_limit_s else False
                 if it % tc.checkpoint_every == 0 or out_of_time:
                     self.save()
                 if tc.eval_every and it % tc.eval_every == 0 and it < tc.iterations and self.rank == 0:
@@ -233,4 +240,6 @@ def run(cfg: Config, console_write=None) -> dict[str, Any]:
     trainer = Trainer(cfg, console_write)
     result = trainer.run()
     after = trainer.parts.algorithm.after_run
-    return after(trainer, result, console_write) if after else result
+    result = after(trainer, result, console_write) if after else result
+    trainer.group.close()  # ranks leave together, once rank 0 has written the checkpoint and the evaluation
+    return result

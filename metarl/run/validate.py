@@ -40,7 +40,7 @@ POSITIVE = ("task.k_support", "task.k_query", "model.channels", "model.input_sca
             "learner.weight_net_hidden", "outer.lr", "outer.epochs", "outer.minibatches", "outer.max_kl",
             "outer.cg_iters", "outer.ls_max_steps", "rl.episodes_per_task", "rl.trial_episodes", "train.iterations",
             "train.meta_batch_size", "train.eval_tasks", "train.checkpoint_every", "train.log_every",
-            "train.chunk_size", "eval.num_tasks", "eval.k_support", "eval.k_query", "eval.episodes_per_task",
+            "train.chunk_size", "train.dist_timeout_s", "eval.num_tasks", "eval.k_support", "eval.k_query", "eval.episodes_per_task",
             "eval.batch_size")
 NON_NEGATIVE = ("task.horizon", "outer.grad_clip", "outer.ppo_clip", "outer.cg_damping", "learner.retrain_iterations",
                 "train.time_limit_s", "train.eval_every", "train.threads", "eval.steps", "eval.plot_tasks",

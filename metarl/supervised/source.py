@@ -58,7 +58,7 @@ class SupervisedSource(Source):
         if self.augment:  # a stream of its own: the tasks and images are those of a run without augmentation
             gen = torch.Generator().manual_seed(derived_seed(self.seed, 1, iteration))
             support = (*support, self.mine(self._noise(B, support[0].shape[1], gen, support[0].dtype)))
-        return Batch(ep.tasks, [support], [self._query(ep.support, ep.query)]), {}
+        return Batch(ep.tasks, [support], [self._query(ep.support, ep.query)], *self.place), {}
 
     def _noise(self, tasks: int, images: int, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
         from metarl.nets.augment import NOISE_DIMS
