@@ -22,6 +22,8 @@ CASES = {
                       OMNIGLOT),
     "bench_mujoco_rollout.py": (["--tasks", "2", "--episodes", "2", "--horizon", "10", "--repeats", "1", "--sync-steps", "3"],
                                 "fraction_of_ceiling", MUJOCO),
+    "bench_distributed.py": (["--config", "configs/sinusoid_maml.yaml", "--iterations", "3", "--skip", "1", "--",
+                              "--train.meta_batch_size", "4"], "efficiency", True),
     "bench_mujoco_maml_trpo.py": (["--iterations", "2", "--tasks", "2", "--episodes", "2", "--horizon", "10"],
                                   "seconds_per_iteration", MUJOCO),
 }

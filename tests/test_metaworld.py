@@ -97,7 +97,7 @@ def test_an_ml10_batch_that_splits_its_skills_unevenly_is_a_config_error_before_
             "train": {"iterations": 1, "meta_batch_size": meta_batch_size, "eval_every": 0},
             "eval": {"num_tasks": eval_tasks}, "log": {"wandb": "disabled"}, "run_dir": str(tmp_path / "r")}).validate()
 
-    with pytest.raises(ConfigError, match=r"train.meta_batch_size \(per rank\) = 4: ML10 train has 10 skills"):
+    with pytest.raises(ConfigError, match=r"train.meta_batch_size = 4: ML10 train has 10 skills"):
         Trainer(config(4, 5))
     with pytest.raises(ConfigError, match="eval.num_tasks = 8: ML10 test has 5 skills"):
         Trainer(config(10, 8))

@@ -117,6 +117,7 @@ class BatchedMetaWorld(BatchedTaskEnv):
             raise ValueError(f"Meta-World episodes last at most {MAX_PATH_LENGTH} steps, got horizon {horizon}")
         self.dist, self.dtype = distribution, dtype
         self._vectors: dict[str, gym.vector.VectorEnv] = {}
+        self._layouts: dict[str, torch.Tensor] = {}  # per split: the skill of each sub-env
         self._active: gym.vector.VectorEnv | None = None
         probe = self._make_one(*next(iter(distribution.classes["train"].items())))()
         super().__init__(num_tasks, episodes_per_task, horizon, probe.observation_space, probe.action_space, device)
@@ -127,24 +128,23 @@ class BatchedMetaWorld(BatchedTaskEnv):
         """A sub-env of skill `name`, holding the first of its tasks until set_tasks."""
         return sub_env_factory(self.dist, cls, next(t for t in self.dist.task_lists[split] if t.env_name == name))
 
-    def _vector(self, split: str) -> gym.vector.VectorEnv:
-        """The split's vector env: sub-env i runs skill i // (sub-envs per skill), Meta-World's layout."""
+    def _vector(self, split: str, skills: torch.Tensor) -> gym.vector.VectorEnv:
+        """The split's vector env, sub-env i running skill skills[i]: built for the first batch's skills (whole
+        skills in order in one process, Meta-World's layout; a torch.distributed rank's part of them), which
+        every later batch of the split must keep."""
         if split not in self._vectors:
             classes = list(self.dist.classes[split].items())
-            if self.num_envs % len(classes):
-                raise ValueError(f"the {len(classes)} {split} skills do not divide {self.num_envs} sub-envs")
-            make = [self._make_one(name, cls, split) for name, cls in classes for _ in range(self.num_envs // len(classes))]
+            make = [self._make_one(*classes[int(s)], split) for s in skills]
             vector = gym.vector.AsyncVectorEnv if self.dist.vector == "async" else gym.vector.SyncVectorEnv
             self._vectors[split] = vector(make, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+            self._layouts[split] = skills.clone()
+        elif not torch.equal(skills, self._layouts[split]):
+            raise ValueError("Meta-World tasks must come in the distribution's skill order (MetaWorldTasks.sample)")
         return self._vectors[split]
 
     def set_tasks(self, tasks: TaskBatch) -> None:
         split, objects = self.dist.task_objects(tasks)
-        skills = tasks["skill"].repeat_interleave(self.episodes_per_task)
-        per_skill = self.num_envs // len(self.dist.classes[split])
-        if not torch.equal(skills, torch.arange(self.num_envs) // per_skill):
-            raise ValueError("Meta-World tasks must come in the distribution's skill order (MetaWorldTasks.sample)")
-        vec = self._vector(split)
+        vec = self._vector(split, tasks["skill"].repeat_interleave(self.episodes_per_task))
         vec.set_attr("tasks", [[t] for t in objects for _ in range(self.episodes_per_task)])
         self.tasks, self._active = tasks, vec
 

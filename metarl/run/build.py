@@ -97,7 +97,7 @@ def build(cfg: Config, rank: int = 0, world: int = 1, device: torch.device | Non
             model = _network(cfg, dist, init_gen, "nchw" if executor.one_task_at_a_time else "channels_last")
             objective = SupervisedObjective(model, dist.loss)
         if hasattr(dist, "check_num_tasks"):  # task distributions whose batches have a shape (Meta-World's skills)
-            dist.check_num_tasks(t.meta_batch_size // world, "train", "train.meta_batch_size (per rank)")
+            dist.check_num_tasks(t.meta_batch_size, "train", "train.meta_batch_size")
             dist.check_num_tasks(cfg.eval.num_tasks, "test", "eval.num_tasks")
             if t.eval_every:
                 dist.check_num_tasks(min(t.eval_tasks, cfg.eval.num_tasks), "test", "train.eval_tasks")

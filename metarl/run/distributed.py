@@ -15,6 +15,7 @@ collectives it has entered, so the ones behind are known); a rank that dies ends
 from __future__ import annotations
 
 import os
+import time
 from datetime import timedelta
 
 import torch
@@ -42,6 +43,7 @@ class Group:
         self.device = device  # collectives of small host values go through a tensor here (nccl needs CUDA ones)
         self.iteration = 0  # the iteration being computed, for error messages (set by the trainer)
         self._entered = 0
+        self.collective_s = 0.0  # seconds spent in collectives (waiting for the slowest rank included)
         self._store = None
         # keys of this launch and restart only (torchrun's store outlives a restarted group)
         self._prefix = (f"metarl/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/"
@@ -103,6 +105,7 @@ class Group:
         answer within the timeout, or that died) is a DistributedError naming the ranks behind."""
         self._entered += 1
         self._note(str(self._entered))
+        start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         except Exception as e:  # gloo / nccl raise RuntimeError subclasses with multi-line messages
@@ -113,6 +116,8 @@ class Group:
                 f"rank {self.rank}, iteration {self.iteration}: {name} #{self._entered} failed after waiting at most "
                 f"{self.timeout_s:g} s: {who} ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); "
                 "the last checkpoint is kept (continue with --resume, or run under torchrun --max-restarts)") from None
+        finally:
+            self.collective_s += time.perf_counter() - start
 
     def _note(self, value: str) -> None:
         if self._store is not None:

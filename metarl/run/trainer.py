@@ -170,6 +170,7 @@ class Trainer:
         logger = make_logger(log_cfg, self.run_dir, to_dict(cfg), cfg.run_name(), write, self.wandb_id)
         self.wandb_id = logger.wandb_run_id
         t0, start, elapsed0 = time.perf_counter(), self.iteration, self.elapsed
+        waited0 = self.group.collective_s
         headline = "return_post" if self.parts.family.is_rl else "meta_loss"
         try:
             while self.iteration < tc.iterations:
@@ -180,6 +181,8 @@ class Trainer:
                 it = self.iteration
                 if it % tc.log_every == 0 or it == tc.iterations:
                     extra = {"env_steps": self.env_steps} if self.env_steps else {}
+                    if self.world > 1:  # the share of the time spent in collectives, since this process started
+                        extra["time/collective_fraction"] = (self.group.collective_s - waited0) / seconds
                     logger.log({**{f"train/{k}": v for k, v in metrics.items()}, **extra,
                                 "time/iter_per_s": (it - start) / seconds}, step=it)
                     bar.set_postfix({headline: f"{metrics[headline]:.4g}"})
