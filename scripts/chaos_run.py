@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-COMMAND = ["scripts/train.py", "--config", "configs/nav2d_maml_trpo.yaml", "--train.iterations", "100",
+COMMAND = ["scripts/train.py", "--config", "configs/nav2d_maml_trpo.yaml", "--train.iterations", "150",
            "--train.meta_batch_size", "8", "--train.checkpoint_every", "1", "--train.time_limit_s", "0",
            "--rl.episodes_per_task", "10", "--eval.num_tasks", "10", "--log.wandb", "disabled", "--log.no_progress"]
 
@@ -39,7 +39,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--seed", type=int, default=0, help="of the kill times and signals")
-    p.add_argument("--max-wait-s", type=float, default=8.0, help="a kill comes after U(0.2, this) seconds")
+    p.add_argument("--max-wait-s", type=float, default=4.0, help="a kill comes after U(0.2, this) seconds")
     a = p.parse_args()
     rng = random.Random(a.seed)
     events = []

@@ -1,7 +1,8 @@
 """A run directory a user can always act on: what it holds decides what the same command does, and one lock
 keeps a second training out while the first one lives.
 
-    nothing there               start at iteration 0
+    nothing there               start at iteration 0 (with --resume too, saying so: a requeued job that always
+                                resumes may have been stopped before it wrote anything)
     started, no checkpoint      (stopped by Ctrl-C, a NaN, a lost worker before the first checkpoint) the same
                                 command, with or without --resume, starts it over at iteration 0
     a checkpoint                --resume continues it; without --resume it is refused (never overwritten)
@@ -45,9 +46,7 @@ class RunDir:
                               "plus --resume, or choose another --run_dir")
         if (self.path / "eval.json").exists():
             raise ConfigError(f"{self.path} holds a finished run's eval.json but no checkpoint: choose another --run_dir")
-        if resume and not self.started_files():
-            raise ConfigError(f"no run to resume in {self.path} (no checkpoint.pt): start it without --resume")
-        return "start"
+        return "start"  # with --resume too: a scheduler that always resumes can start a run that never began
 
     def acquire(self) -> None:
         """Hold the directory's lock for this process's life (created with the directory); RunDirBusy if another

@@ -149,6 +149,8 @@ class Trainer:
         self.group.barrier()  # every rank has checked before rank 0 writes
         if self.rank == 0:
             cleared = self.rundir.clear_started() if action == "start" else []
+            if action == "start" and resume and not cleared:
+                (self._console_write or print)(f"nothing to resume in {self.run_dir}: starting at iteration 0")
             if cleared:
                 (self._console_write or print)(f"{self.run_dir} held a run that stopped before its first checkpoint "
                                                f"({', '.join(cleared)}): starting it over at iteration 0")
