@@ -51,7 +51,10 @@ def main() -> None:
         kills, launches, rc = 0, 0, None
         while rc != 0:
             cmd = [sys.executable, *COMMAND, "--run_dir", str(chaos), *(["--resume"] if launches else [])]
-            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            # SIGINT back to its default in the child: a script started in the background by a shell without job
+            # control inherits it ignored, and Python then installs no KeyboardInterrupt handler
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
             launches += 1
             if kills < a.kills:
                 try:
