@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 COMMAND = ["scripts/train.py", "--config", "configs/nav2d_maml_trpo.yaml", "--train.iterations", "150",
            "--train.meta_batch_size", "8", "--train.checkpoint_every", "1", "--train.time_limit_s", "0",
-           "--rl.episodes_per_task", "10", "--eval.num_tasks", "10", "--log.wandb", "disabled", "--log.no_progress"]
+           "--rl.episodes_per_task", "10", "--eval.num_tasks", "10", "--log.wandb", "disabled", "--log.no_progress",
+           "--log.no_console"]
 
 
 def params(run_dir: Path):
