@@ -143,5 +143,10 @@ def test_the_cuda_graph_step_matches_warps_cpu_device(name):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     gpu, cpu = rollouts(name, "cuda"), rollouts(name)
-    for check in ("obs", "rew"):  # float32 on both: the same kernels, launched or replayed
-        assert (gpu[f"{check}_w"] - cpu[f"{check}_w"]).abs()[cpu["unchanged"]].max() <= TOL
+    for check in ("obs", "rew"):  # float32 on both: the same kernels, compiled for two targets (nvcc contracts to
+        # FMAs, other reduction orders), so the difference is relative to the value and grows by ulps per step;
+        # a stale or mis-ordered graph replay differs by O(1)
+        g, c = gpu[f"{check}_w"], cpu[f"{check}_w"]
+        rel = ((g - c).abs() / (1 + c.abs()))[cpu["unchanged"]]
+        print(f"{name} {check}: max |gpu - cpu| / (1 + |cpu|) = {rel.max():.2e}")
+        assert rel.max() <= TOL

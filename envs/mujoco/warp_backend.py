@@ -17,6 +17,8 @@ amplify the difference: trajectories part at the first contact, while statistics
 """
 from __future__ import annotations
 
+import contextlib
+
 import mujoco
 import numpy as np
 import torch
@@ -59,8 +61,13 @@ class WarpEngine:
             self.d = mjw.put_data(self.model, mjd, nworld=nworld, **kwargs)
         self._bind()
         self._graph = None
-        # CUDA: warp launches on torch's current stream, so torch reads and writes are ordered with the physics
-        self._stream = wp.stream_from_torch(torch.cuda.current_stream(self.device)) if self._cuda else None
+        # CUDA: the physics run on a stream of their own (graph capture refuses the legacy default stream, which
+        # is torch's current stream unless the caller chose another), ordered with torch's current stream both
+        # ways on entry and exit (`_physics_stream`)
+        self._torch_stream = torch.cuda.Stream(self.device) if self._cuda else None
+        self._stream = wp.stream_from_torch(self._torch_stream) if self._cuda else None
+        if self._cuda:
+            wp.synchronize_device(self._wp_device)  # put_model / put_data copies done before torch reads
 
     def _bind(self) -> None:
         d = self.d
@@ -74,7 +81,7 @@ class WarpEngine:
     def set_world_fields(self, fields: dict[str, np.ndarray]) -> None:
         """Per-world values of model fields ((N, ...) arrays), and of the constants derived from them (subtree
         masses, inverse weights: mujoco_warp.set_const); the captured step is re-captured."""
-        with wp.ScopedDevice(self._wp_device):
+        with self._physics_stream():
             for name, values in fields.items():
                 old = getattr(self.m, name)
                 setattr(self.m, name, wp.array(np.ascontiguousarray(values, dtype=np.float32), dtype=old.dtype))
@@ -84,16 +91,30 @@ class WarpEngine:
                     rows = np.repeat(old.numpy(), self.nworld, axis=0)
                     setattr(self.m, name, wp.array(rows, dtype=old.dtype))
             mjw.set_const(self.m, self.d)
+            if self._cuda:  # the replaced arrays are freed now: nothing queued may still read them
+                wp.synchronize_stream(self._stream)
         self._graph = None
 
-    def _scope(self):
-        return wp.ScopedStream(self._stream) if self._cuda else wp.ScopedDevice(self._wp_device)
+    @contextlib.contextmanager
+    def _physics_stream(self):
+        """Warp work inside runs after the torch work queued before it, and torch work queued after it runs after
+        the Warp work (CUDA); on Warp's CPU device everything is synchronous."""
+        if not self._cuda:
+            with wp.ScopedDevice(self._wp_device):
+                yield
+            return
+        caller = torch.cuda.current_stream(self.device)
+        self._torch_stream.wait_stream(caller)
+        with wp.ScopedStream(self._stream):
+            yield
+        caller.wait_stream(self._torch_stream)
 
     def reset(self, qpos: torch.Tensor, qvel: torch.Tensor) -> None:
-        with self._scope():
+        with self._physics_stream():
             mjw.reset_data(self.m, self.d)
-            self.qpos.copy_(qpos)
-            self.qvel.copy_(qvel)
+        self.qpos.copy_(qpos)  # torch, on the caller's stream: after reset_data, before forward
+        self.qvel.copy_(qvel)
+        with self._physics_stream():
             mjw.forward(self.m, self.d)
 
     def _physics(self) -> None:
@@ -107,7 +128,7 @@ class WarpEngine:
     def step(self, ctrl: torch.Tensor, ids=None) -> None:
         """All worlds advance (a GPU step costs the same for a subset); `ids` is accepted and ignored."""
         self.ctrl.copy_(ctrl)
-        with self._scope():
+        with self._physics_stream():
             if not self._cuda:  # Warp's CPU device: launch the kernels (no graphs there)
                 self._physics()
                 return
