@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One GPU check for a fresh CUDA machine, under 8 minutes: install, the gpu-marked tests, a few training
+# One GPU check for a fresh CUDA machine, about 6 minutes (most of it compiling Warp's kernels; each step is
+# capped, 14 minutes at most): install, the gpu-marked tests, a few training
 # iterations of the sinusoid, Omniglot and Navigation2D configs on cuda, and the GPU figures, printed as ONE
 # JSON line at the end (also written to OUT/gpu_check.json):
 #   warp_env_steps_per_s_{4096,16384}  MuJoCo Warp HalfCheetahVel, policy in the loop (bench_mujoco_rollout.py)
@@ -18,7 +19,7 @@
 #     --dry-run        print the steps and the JSON line (figures null) without running anything
 set -u
 PY=python3 WHEELS="" DATA="${METARL_DATA:-}" OUT_DIR=gpu_check_out INSTALL=1 DRY=0
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }  # the header
 while [ $# -gt 0 ]; do
   case "$1" in
     --python) PY="${2:?--python needs a value}"; shift 2 ;;
@@ -67,7 +68,7 @@ if [ "$DRY" = 0 ]; then
   fi
 fi
 
-step pytest_gpu 120 "$PY" -m pytest -m gpu -q -p no:cacheprovider
+step pytest_gpu 300 "$PY" -m pytest -m gpu -q -p no:cacheprovider
 RUN=/tmp/metarl-gpu-check
 step train_sinusoid 45 "$PY" scripts/train.py --config configs/sinusoid_maml.yaml --device cuda \
   --train.iterations 20 --eval.num_tasks 50 --log.wandb disabled --run_dir $RUN/sinusoid
@@ -75,12 +76,12 @@ step train_omniglot 60 "$PY" scripts/train.py --config configs/omniglot_5way1sho
   --train.iterations 5 --train.eval_every 0 --eval.num_tasks 20 --log.wandb disabled --run_dir $RUN/omniglot
 step train_navigation2d 60 "$PY" scripts/train.py --config configs/nav2d_maml_trpo.yaml --device cuda \
   --train.iterations 3 --eval.num_tasks 10 --log.wandb disabled --run_dir $RUN/nav2d
-step warp_4096 60 "$PY" scripts/bench_mujoco_rollout.py --env HalfCheetahVel --backend warp --device cuda \
+step warp_4096 150 "$PY" scripts/bench_mujoco_rollout.py --env HalfCheetahVel --backend warp --device cuda \
   --tasks 64 --episodes 64 --sync-steps 0
 step warp_16384 60 "$PY" scripts/bench_mujoco_rollout.py --env HalfCheetahVel --backend warp --device cuda \
   --tasks 128 --episodes 128 --sync-steps 0
 step omniglot_bench 60 "$PY" scripts/bench_omniglot.py --device cuda --tasks 32 --repeats 3 --rounds 1
-step maml_trpo 90 "$PY" scripts/bench_mujoco_maml_trpo.py --env HalfCheetahVel --backend warp --device cuda \
+step maml_trpo 120 "$PY" scripts/bench_mujoco_maml_trpo.py --env HalfCheetahVel --backend warp --device cuda \
   --iterations 2
 
 # the one JSON line: figures from each log's last JSON line (null where a step failed or did not run)

@@ -290,7 +290,8 @@ def tables() -> str:
         record = json.loads(path.read_text())
         where = f"`{path.parent.relative_to(ROOT).as_posix()}/`"
         eval_json = path.parent / "eval.json"
-        machine = f"{record['machine']['cpus']} CPU cores, torch {record['machine']['torch']}"
+        m = record["machine"]
+        machine = f"{m['gpu'] + ', ' if m.get('gpu') else ''}{m['cpus']} CPU cores, torch {m['torch']}"
         note = f"; {record['note']}" if record.get("note") else ""
         if eval_json.is_file():
             summary = json.loads(eval_json.read_text())
