@@ -9,14 +9,13 @@ identical. Only these reductions cross the network; each rank steps its own sub-
 
 Failures: every collective waits at most `timeout_s` (train.dist_timeout_s). A rank that does not answer in time
 stops the others with one line naming it and the iteration (each rank notes in the rendezvous store how many
-collectives it has entered, so the ones behind are known, and pulses a counter there twice a second from a thread,
-so a rank that is stopped inside the same collective is known too); a rank that dies ends the group at once, and under
+collectives it has entered, so the ones behind are known, and notes a collective that failed on it, so a rank that
+is inside the same collective and never reports its failure -- stopped, frozen or dead -- is known too); a rank that dies ends the group at once, and under
 `torchrun --max-restarts K` the group restarts and resumes from the last checkpoint (metarl.run.trainer).
 """
 from __future__ import annotations
 
 import os
-import threading
 import time
 from datetime import timedelta
 
@@ -47,7 +46,6 @@ class Group:
         self._entered = 0
         self.collective_s = 0.0  # seconds spent in collectives (waiting for the slowest rank included)
         self._store = None
-        self._calm, self._pulsing = threading.Event(), None  # the pulse thread and its stop signal
         # keys of this launch and restart only (torchrun's store outlives a restarted group)
         self._prefix = (f"metarl/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/"
                         f"{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/")
@@ -67,29 +65,11 @@ class Group:
             else:
                 dist.init_process_group(backend, timeout=timeout)
         self.rank = dist.get_rank()
-        self._store = self._client()  # the progress notes
-        beat = self._client()
-        if beat is not None:  # a pulse every half second: a rank that is stopped or frozen stops pulsing
-            self._pulsing = threading.Thread(target=self._pulse, args=(beat,), daemon=True, name="metarl-pulse")
-            self._pulsing.start()
-
-    @staticmethod
-    def _client():
-        """A client of the rendezvous store (torchrun's, or rank 0's); None when there is none."""
-        try:
-            return dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
-                                 timeout=timedelta(seconds=30))
+        try:  # a client of the rendezvous store (torchrun's, or rank 0's), for the progress notes
+            self._store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                                        timeout=timedelta(seconds=30))
         except (KeyError, RuntimeError, ValueError):
-            return None
-
-    def _pulse(self, store) -> None:
-        key = f"{self._prefix}pulse/{self.rank}"
-        try:
-            while not self._calm.is_set():
-                store.add(key, 1)
-                self._calm.wait(0.5)
-        except Exception:  # the store went away: the run is over
-            return
+            self._store = None
 
     def reducer(self, share: float) -> "Reducer":
         return Reducer(share, self)
@@ -119,9 +99,6 @@ class Group:
         take the group down in order: no rank exits while another still talks to it."""
         if self.world > 1 and dist.is_initialized():
             self.barrier()
-            self._calm.set()
-            if self._pulsing is not None:  # no store call in flight while the group and its store go down
-                self._pulsing.join(timeout=5)
             dist.destroy_process_group()
 
     def collective(self, name: str, fn, *args, **kwargs):
@@ -133,10 +110,12 @@ class Group:
         try:
             return fn(*args, **kwargs)
         except Exception as e:  # gloo / nccl raise RuntimeError subclasses with multi-line messages
-            behind, frozen = self._behind(), self._frozen()
+            self._note(str(self._entered), "failed")
+            behind = self._behind()
+            silent = [] if behind else self._silent()  # inside this collective, and no failure reported from there
             ranks = lambda rs: f"rank{'s' if len(rs) > 1 else ''} {', '.join(map(str, rs))}"  # noqa: E731
-            who = "; ".join([*([f"{ranks(behind)} did not reach it"] if behind else []),
-                             *([f"{ranks(frozen)} stopped responding"] if frozen else [])]) or "another rank failed"
+            who = (f"{ranks(behind)} did not reach it" if behind else
+                   f"{ranks(silent)} stopped responding" if silent else "another rank failed")
             raise DistributedError(
                 f"rank {self.rank}, iteration {self.iteration}: {name} #{self._entered} failed after waiting at most "
                 f"{self.timeout_s:g} s: {who} ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); "
@@ -144,10 +123,10 @@ class Group:
         finally:
             self.collective_s += time.perf_counter() - start
 
-    def _note(self, value: str) -> None:
+    def _note(self, value: str, what: str = "entered") -> None:
         if self._store is not None:
             try:
-                self._store.set(f"{self._prefix}entered/{self.rank}", value)
+                self._store.set(f"{self._prefix}{what}/{self.rank}", value)
             except Exception:  # progress notes are for error messages only
                 self._store = None
 
@@ -166,18 +145,22 @@ class Group:
                 behind.append(r)
         return behind
 
-    def _frozen(self, wait_s: float = 2.0) -> list[int]:
-        """The other ranks whose pulse did not move in `wait_s` seconds ([] when unknown)."""
+    def _silent(self, wait_s: float = 3.0) -> list[int]:
+        """The other ranks that did not report this collective failing within `wait_s` seconds ([] when unknown):
+        a live rank inside it fails too (its own timeout, or the connection this rank's error closes)."""
         if self._store is None:
             return []
-        keys = [f"{self._prefix}pulse/{r}" for r in range(self.world)]
+        keys = {r: f"{self._prefix}failed/{r}" for r in range(self.world) if r != self.rank}
+        deadline = time.monotonic() + wait_s
         try:
-            before = [self._store.add(k, 0) for k in keys]
-            time.sleep(wait_s)
-            after = [self._store.add(k, 0) for k in keys]
+            while True:
+                silent = [r for r, k in keys.items()
+                          if not (self._store.check([k]) and int(self._store.get(k)) >= self._entered)]
+                if not silent or time.monotonic() > deadline:
+                    return silent
+                time.sleep(0.1)
         except Exception:
             return []
-        return [r for r in range(self.world) if r != self.rank and after[r] == before[r]]
 
 
 class Reducer:
