@@ -303,8 +303,9 @@ def tables() -> str:
             runs.append(f"| `{record['command'].split('scripts/', 1)[-1]}` | {result} | {_wall_s(record):.0f} s "
                         f"({machine}{note}) | {where} |")
         elif "figures" in record:
-            figures = ", ".join(f"{k} {v:,.0f}" if abs(v) >= 1000 else f"{k} {v:.4g}" for k, v in record["figures"].items()
-                                if isinstance(v, (int, float)) and not isinstance(v, bool))
+            figures = ", ".join(f"{k} {'yes' if v else 'no'}" if isinstance(v, bool) else
+                                f"{k} {v:,.0f}" if abs(v) >= 1000 else f"{k} {v:.4g}" for k, v in record["figures"].items()
+                                if isinstance(v, (int, float)))
             benches.append(f"| `{record['command'].split('scripts/', 1)[-1]}` | {figures} | {machine}{note} | {where} |")
     out = [*omniglot_table(), *meta_components_table(), *maml_paper_table(), *fisher_table(), *mujoco_table(),
            *metaworld_table(), "| command | held-out result (mean ± 95% CI) | wall time | files |",
