@@ -11,8 +11,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metarl.run.cli import main_guard, parse_config  # noqa: E402
-from metarl.run.trainer import run  # noqa: E402
+try:
+    from metarl.run.cli import main_guard, parse_config  # noqa: E402
+    from metarl.run.trainer import run  # noqa: E402
+except KeyboardInterrupt:  # Ctrl-C while torch loads: one line, not an import traceback
+    print("interrupted before the run started: nothing was written", file=sys.stderr)
+    sys.exit(130)
 
 
 @main_guard
