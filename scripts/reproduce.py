@@ -18,8 +18,9 @@ eval.json (transductive batch norm, as trained), eval_support.json (each query n
 support statistics), memory.json (peak resident memory of one meta-iteration, measured in a fresh process).
 A run in progress lives in checkpoints/fewshot/<row>/ (committed between sessions; removed once recorded).
 
-fisher: MAML-TRPO's outer step with the curvature the shipped configs use (the KL's Hessian on 2 of every task's 20
-episodes, outer.hvp_episode_fraction 0.1) beside the full one (all episodes), on HalfCheetahDir with the paper's
+fisher: MAML-TRPO's outer step with a subsampled curvature (the KL's Hessian on 2 of every task's 20 episodes,
+outer.hvp_episode_fraction 0.1, what the v5-terms MuJoCo configs use) beside the full one (all episodes, what
+configs/maml_paper ships since this comparison), on HalfCheetahDir with the paper's
 terms, same seed, 150 iterations: results/fisher/<row>/ (returns, the measured / modelled KL of every accepted step,
 seconds per iteration in metrics.jsonl), drawn side by side in results/fisher/fisher.png.
 

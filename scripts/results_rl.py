@@ -134,7 +134,8 @@ def fisher_table(results: Path = ROOT / "results") -> list[str]:
     if not rows:
         return []
     chart = results / "fisher" / "fisher.png"
-    return ["MAML-TRPO's curvature, subsampled (the shipped configs) against full (`scripts/reproduce.py fisher`): "
+    return ["MAML-TRPO's curvature, subsampled (the v5-terms MuJoCo configs) against full (`configs/maml_paper`; "
+            "`scripts/reproduce.py fisher`): "
             "HalfCheetahDir with the paper's terms, same seed; held-out return after 0..3 steps at the end; the "
             "measured / modelled KL of the accepted steps (median over the last 50 iterations; 1 = the quadratic "
             "model is exact); the line search's mean step fraction; median seconds per iteration on 2 CPU cores:", "",
