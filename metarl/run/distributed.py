@@ -9,9 +9,10 @@ identical. Only these reductions cross the network; each rank steps its own sub-
 
 Failures: every collective waits at most `timeout_s` (train.dist_timeout_s). A rank that does not answer in time
 stops the others with one line naming it and the iteration (each rank notes in the rendezvous store how many
-collectives it has entered, so the ones behind are known, and notes a collective that failed on it, so a rank that
-is inside the same collective and never reports its failure -- stopped, frozen or dead -- is known too); a rank that dies ends the group at once, and under
-`torchrun --max-restarts K` the group restarts and resumes from the last checkpoint (metarl.run.trainer).
+collectives it has entered, so the ones behind are known, and notes a collective that failed on it, so a rank
+inside the same collective that never reports its failure -- stopped, frozen or dead -- is known too); a rank
+that dies ends the group at once, and under `torchrun --max-restarts K` the group restarts and resumes from the
+last checkpoint (metarl.run.trainer).
 """
 from __future__ import annotations
 
