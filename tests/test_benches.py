@@ -14,7 +14,8 @@ MUJOCO = importlib.util.find_spec("mujoco") is not None
 OMNIGLOT = (default_data_dir() / "images_background_small1.zip").is_file()
 
 CASES = {
-    "bench_meta_gradient.py": (["--no-compile", "--repeats", "2", "--rounds", "1", "--tasks", "4"], "speedup_vs_loop", True),
+    "bench_meta_gradient.py": (["--no-compile", "--repeats", "2", "--rounds", "1", "--tasks", "4", "--processes", "2"],
+                               "speedup_vs_loop", True),
     "bench_rollout.py": (["--env", "Navigation2D", "--tasks", "2", "--episodes", "2", "--horizon", "10", "--rounds", "1",
                           "--repeats", "1", "--no-compile"], "speedup_vs_sync_vector_env", True),
     "bench_omniglot.py": (["--tasks", "2", "--repeats", "1", "--rounds", "1"], "speedup_vs_loop", OMNIGLOT),
