@@ -160,8 +160,9 @@ def memory_child(config: str) -> None:
             return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
 
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(parse_config(["--config", config, "--run_dir", tmp, "--log.wandb", "disabled",
-                                        "--device", "cpu"]))
+        cfg = parse_config(["--config", config, "--run_dir", tmp, "--log.wandb", "disabled", "--device", "cpu"])
+        cfg.train.keep_freed_memory = False  # blocks unmapped when freed (the parent's MALLOC_MMAP_THRESHOLD_)
+        trainer = Trainer(cfg)
         trainer.step()
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # peak resident set := current (Linux >= 4.0)

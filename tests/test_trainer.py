@@ -2,6 +2,9 @@
 bad runs stop cleanly, a run is never overwritten, checkpoints are one format (old ones upgrade)."""
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -353,3 +356,32 @@ def test_the_learning_curve_is_drawn_after_the_final_evaluation_is_logged(tmp_pa
     cfg.eval.num_tasks = 5
     Trainer(cfg).run()
     assert len(drawn_from) == 1 and drawn_from[0]["eval/loss_step1"].keys() == {4}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc's setting")
+def test_the_trainer_keeps_freed_memory_so_large_tensors_do_not_fault_afresh(tmp_path):
+    """train.keep_freed_memory (default on): a 64 MB tensor made again and again reuses the heap's pages instead
+    of fresh mmapped ones (above glibc's 32 MB ceiling, every one faults 16k pages in); off: the default."""
+    code = """
+import resource, sys
+from metarl.run.config import Config
+from metarl.run.trainer import Trainer
+cfg = Config()
+cfg.device, cfg.run_dir, cfg.log.wandb = "cpu", sys.argv[2], "disabled"
+cfg.train.keep_freed_memory = sys.argv[1] == "keep"
+Trainer(cfg.validate())
+import torch
+x = torch.ones(16_000_000)
+for _ in range(2):
+    (x + 1).sum()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    (x + 1).sum()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+    faults = {}
+    for mode in ("keep", "default"):
+        out = subprocess.run([sys.executable, "-c", code, mode, str(tmp_path / mode)], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parents[1], check=True)
+        faults[mode] = int(out.stdout.strip().splitlines()[-1])
+    assert faults["keep"] < 2_000 and faults["default"] > 50_000, faults

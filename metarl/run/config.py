@@ -231,6 +231,10 @@ class TrainConfig:
     """Floating-point type of parameters and data."""
     threads: int = 0
     """torch.set_num_threads; 0 = torch's default (one per core)."""
+    keep_freed_memory: bool = True
+    """Keep freed memory in the process (glibc malloc; metarl.core.heap) instead of returning it to the
+    system, so tensors allocated every iteration do not page-fault afresh: MAML-TRPO on HalfCheetah 13.4 s
+    per iteration instead of 25.1 s on 2 cores. The resident size stays at the run's peak."""
     dist_timeout_s: float = 1800.0
     """Under torchrun: the longest a rank waits for the others in a collective (rank 0's periodic evaluation
     included) before the run stops with an error naming the ranks that did not answer."""

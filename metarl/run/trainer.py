@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from envs.base import EnvFailure
 from metarl.core.compiling import compile_with_fallback
+from metarl.core.heap import keep_freed_memory
 from metarl.core.errors import CheckpointError, NonFiniteLossError, RolloutError, TrainingInterrupted
 from metarl.core.params import FlatLayout, MetaParams
 from metarl.outer.problem import MetaProblem
@@ -51,6 +52,8 @@ class Trainer:
         device = resolve_device(cfg.device)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
+        if cfg.train.keep_freed_memory:
+            keep_freed_memory()
         self.group = distributed.Group(device, cfg.train.dist_timeout_s)
         self.rank, self.world = self.group.rank, self.group.world
         self.parts = build(cfg, self.rank, self.world, device)
