@@ -17,6 +17,7 @@ from metarl.algorithms.base import Learner
 from metarl.algorithms.rules import Algorithm
 from metarl.core.errors import ConfigError
 from metarl.core.executor import TaskExecutor
+from metarl.core.heap import keep_freed_memory
 from metarl.core.source import Source
 from metarl.nets import parameters_of
 from metarl.outer import OUTER_STEPS, OuterStep
@@ -70,6 +71,15 @@ def task_batching(cfg: Config, device: torch.device) -> str:
     if cfg.train.task_batching != "auto":
         return cfg.train.task_batching
     return "threads" if device.type == "cpu" and cfg.model.arch in ("conv", "cells") else "vmap"
+
+
+def apply_process_settings(cfg: Config) -> None:
+    """The settings of the whole process that a run's config makes (training and evaluating a checkpoint
+    alike): torch's thread count and whether freed memory stays in the process."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    if cfg.train.keep_freed_memory:
+        keep_freed_memory()
 
 
 def build(cfg: Config, rank: int = 0, world: int = 1, device: torch.device | None = None) -> Run:

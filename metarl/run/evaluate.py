@@ -122,12 +122,13 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def load_run(checkpoint: str | Path, flags: list[str] = ()):
     """(config, built run, meta-parameters, checkpoint state) of a checkpoint, its config overridden by flags."""
-    from metarl.run.build import build
+    from metarl.run.build import apply_process_settings, build
     from metarl.run.checkpoint import checkpoint_path, load_checkpoint, matching_params
     from metarl.run.cli import parse_config
 
     state = load_checkpoint(checkpoint)
     cfg = parse_config(list(flags), base={**state["config"], "resume": False})
+    apply_process_settings(cfg)
     run = build(cfg)
     meta = matching_params(run.learner.init_meta_params(), state["meta_params"], f"checkpoint {checkpoint_path(checkpoint)}")
     return cfg, run, meta, state

@@ -29,12 +29,11 @@ from tqdm.auto import tqdm
 
 from envs.base import EnvFailure
 from metarl.core.compiling import compile_with_fallback
-from metarl.core.heap import keep_freed_memory
 from metarl.core.errors import CheckpointError, NonFiniteLossError, RolloutError, TrainingInterrupted
 from metarl.core.params import FlatLayout, MetaParams
 from metarl.outer.problem import MetaProblem
 from metarl.run import distributed, plots
-from metarl.run.build import build, resolve_device
+from metarl.run.build import apply_process_settings, build, resolve_device
 from metarl.core.files import atomic_write_text
 from metarl.run.checkpoint import FORMAT, load_checkpoint, matching_params, save_checkpoint
 from metarl.run.config import Config, to_dict
@@ -50,10 +49,7 @@ class Trainer:
     def __init__(self, cfg: Config, console_write=None):
         self.cfg = cfg
         device = resolve_device(cfg.device)
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
-        if cfg.train.keep_freed_memory:
-            keep_freed_memory()
+        apply_process_settings(cfg)
         self.group = distributed.Group(device, cfg.train.dist_timeout_s)
         self.rank, self.world = self.group.rank, self.group.world
         self.parts = build(cfg, self.rank, self.world, device)
