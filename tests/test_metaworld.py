@@ -75,6 +75,28 @@ def test_tasks_come_from_metaworlds_own_split_and_reach_their_sub_envs():
 
 
 @needs_metaworld
+def test_a_reset_gives_each_sub_env_its_new_task_in_one_reset():
+    """The task-select wrapper takes the task at the reset itself (no separate sample_tasks, which reset each
+    sub-env a second time: a fifth of a reach-v3 collection); a new batch's goals arrive."""
+    fam = envs.family("MetaWorldML1")
+    dist = fam.distribution(env_name="reach-v3")
+    env = fam.batched_env(dist, 2, 2, 10)
+    env.reset(seed=0, options={"tasks": dist.sample(2, torch.Generator().manual_seed(0))})
+    before = [sub.unwrapped._target_pos.copy() for sub in env._active.envs]
+    resets = []
+    for i, sub in enumerate(env._active.envs):
+        original = sub.unwrapped.reset
+        sub.unwrapped.reset = lambda *a, _i=i, _f=original, **k: (resets.append(_i), _f(*a, **k))[1]
+    new = dist.sample(2, torch.Generator().manual_seed(5))
+    env.reset(seed=1, options={"tasks": new})
+    assert sorted(resets) == [0, 1, 2, 3]
+    goals = [sub.unwrapped._target_pos for sub in env._active.envs]
+    assert all((goals[j] == goals[j + 1]).all() for j in (0, 2)) and not (goals[0] == goals[2]).all()
+    assert not any((g == b).all() for g, b in zip(goals, before))  # the new batch's goals, not the old ones
+    env.close()
+
+
+@needs_metaworld
 def test_an_async_worker_failure_becomes_an_env_failure():
     dist = envs.family("MetaWorldML1").distribution(env_name="reach-v3", vector="async")
     env = envs.family("MetaWorldML1").batched_env(dist, 2, 1, 10)

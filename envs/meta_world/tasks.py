@@ -7,7 +7,7 @@ Task parameters are data: a task is an index into the benchmark's train or test 
 index among the split's classes). The batched env is a Gymnasium vector env (sync by default, async with
 `vector: async`: one worker process per sub-env) of Meta-World's own sub-env constructor (its wrappers: time
 limit, task selection, episode statistics), T tasks x E episodes; each iteration gives every sub-env its task
-through Meta-World's task-select wrapper (`tasks` set to the one task, then `sample_tasks`). The goal is hidden
+through Meta-World's task-select wrapper (`tasks` set to the one task, taken at the next reset). The goal is hidden
 from the observation (Meta-World's ML setting), so the policy must find it. `episode_success` records, per
 sub-env, whether the success flag was raised at any step of the episode (Meta-World's success criterion).
 
@@ -137,6 +137,8 @@ class BatchedMetaWorld(BatchedTaskEnv):
             make = [self._make_one(*classes[int(s)], split) for s in skills]
             vector = gym.vector.AsyncVectorEnv if self.dist.vector == "async" else gym.vector.SyncVectorEnv
             self._vectors[split] = vector(make, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+            # each reset takes the sub-env's (one) task: no separate sample_tasks call, which resets as well
+            self._vectors[split].call("toggle_sample_tasks_on_reset", True)
             self._layouts[split] = skills.clone()
         elif not torch.equal(skills, self._layouts[split]):
             raise ValueError("Meta-World tasks must come in the distribution's skill order (MetaWorldTasks.sample)")
@@ -151,7 +153,6 @@ class BatchedMetaWorld(BatchedTaskEnv):
     def _reset(self, seed: int | None):
         vec = self._active
         try:
-            vec.call("sample_tasks")  # each sub-env takes its one task (Meta-World's task-select wrapper)
             first = self.worlds[0]  # sub-env i of the whole batch gets seed + i, as in one process
             obs, info = vec.reset(seed=None if seed is None else [seed + first + i for i in range(self.num_envs)])
         except Exception as e:
