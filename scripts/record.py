@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from metarl.core.files import atomic_write_text  # noqa: E402
+from metarl.run.child import run_child  # noqa: E402
 
 
 def main() -> None:
@@ -49,7 +50,11 @@ def main() -> None:
     dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results", ":!checkpoints")
     commit = git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
     start = time.perf_counter()
-    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    try:
+        proc = run_child(command, cwd=ROOT, capture=True)
+    except KeyboardInterrupt:  # the run has stopped on its own (its checkpoint written): nothing to record
+        print(f"{a.name}: interrupted, nothing recorded (a training run resumes from its checkpoint)", file=sys.stderr)
+        sys.exit(130)
     wall = time.perf_counter() - start
     atomic_write_text(out / "output.txt", proc.stdout[-20000:] + ("\n--- stderr ---\n" + proc.stderr[-5000:] if proc.returncode else ""))
     import torch

@@ -40,6 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from metarl.run.child import run_child  # noqa: E402
 
 
 #: where rows keep their results and their runs in progress (--results, --runs)
@@ -113,7 +114,11 @@ def state(row: Row) -> tuple[str, int]:
 
 def run(cmd: list[str]) -> None:
     print("+", " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd, cwd=ROOT)
+    try:
+        proc = run_child(cmd, cwd=ROOT)
+    except KeyboardInterrupt:  # the segment stopped with its checkpoint written
+        print("interrupted: run the same command again to continue", file=sys.stderr)
+        sys.exit(130)
     if proc.returncode:
         raise SystemExit(f"error: {cmd[1]} exited with {proc.returncode}")
 

@@ -284,3 +284,31 @@ def test_the_documented_evaluate_command_leaves_the_tracked_checkpoints_folder_c
 def test_no_stray_folders_after_the_tests():
     addopts = (ROOT / "pyproject.toml").read_text()
     assert "-p no:benchmark" in addopts  # a pytest-benchmark in the system packages would leave .benchmarks/
+
+
+def test_ctrl_c_lets_a_recorded_run_finish_its_own_shutdown(tmp_path):
+    """Ctrl-C reaches the whole process group: scripts/record.py waits for the run (which is writing its
+    checkpoint) instead of killing it as subprocess.run would, records nothing and exits 130."""
+    import signal
+
+    started, done = tmp_path / "started", tmp_path / "checkpoint_written"
+    child = ("import signal, sys, time\n"
+             "def stop(*_):\n"
+             "    time.sleep(1.0)  # a checkpoint being written\n"
+             f"    open({str(done)!r}, 'w').write('ok')\n"
+             "    sys.exit(130)\n"
+             "signal.signal(signal.SIGINT, stop)\n"
+             f"open({str(started)!r}, 'w').write('ok')\n"
+             "time.sleep(60)\n")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "scripts/record.py", "--name", "interrupted", "--results", str(tmp_path),
+                             "--", sys.executable, "-c", child], cwd=root, start_new_session=True,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert done.read_text() == "ok"
+    assert proc.returncode == 130 and "interrupted, nothing recorded" in err
+    assert not (tmp_path / "interrupted" / "record.json").exists()
