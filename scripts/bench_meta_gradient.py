@@ -168,9 +168,9 @@ def main() -> None:
     p.add_argument("--no-memory", action="store_true", help="omniglot: skip the peak-memory figures")
     p.add_argument("--no-compile", action="store_true", help="the metarl contender without torch.compile (smoke test)")
     p.add_argument("--processes", type=int, default=3, help="sinusoid: fresh processes to measure in (median)")
-    args, argv = p.parse_args(), [a for a in sys.argv[1:]]
+    args = p.parse_args()
     if args.case == "sinusoid" and args.processes > 1:
-        result = in_processes(args.processes, argv)
+        result = in_processes(args.processes, sys.argv[1:])
     elif args.case == "sinusoid":
         result = run_sinusoid(args.repeats, args.tasks or 25, not args.no_compile, args.rounds or 7)
     else:

@@ -56,7 +56,8 @@ def _terms_cell(metrics: dict) -> str:
              if k.startswith("train/reward_") and k.endswith("_pre")}
     if length is None:
         return "—"
-    return "; ".join([f"{length:.0f} steps", *([", ".join(f"{k} {v:+.0f}" for k, v in sorted(terms.items()))] if terms else [])])
+    cell = f"{length:.0f} steps"
+    return cell + "; " + ", ".join(f"{k} {v:+.0f}" for k, v in sorted(terms.items())) if terms else cell
 
 
 def maml_paper_table(results: Path = ROOT / "results") -> list[str]:

@@ -46,7 +46,10 @@ class NarrowBatchedMatmul(CustomGraphPass or object):
         aten = torch.ops.aten
         for node in list(graph.nodes):
             out = node.meta.get("val") if node.target is aten.bmm.default else None
-            if out is None or out.device.type != "cpu" or not (out.shape[2] <= self.NARROW and out.shape[2] < out.shape[1]):
+            if out is None or out.device.type != "cpu":
+                continue
+            rows, cols = out.shape[1], out.shape[2]
+            if not (cols <= self.NARROW and cols < rows):
                 continue
             a, b = node.args
             with graph.inserting_before(node), out.fake_mode:
