@@ -230,6 +230,41 @@ def test_reptile_update_equals_closed_form_on_quadratic():
     torch.testing.assert_close(w, theta + eps * (phis.mean(0) - theta))
 
 
+def test_reptile_inner_batches_step_on_consecutive_minibatches_in_turn():
+    model, (xs, ys), query = small_problem(tasks=2, k=6)
+    steps, m, lr = 5, 3, 0.1
+    learner = Reptile(SupervisedObjective(model), parameters_of(model), inner_lr=lr, inner_steps=steps, inner_batches=m)
+    meta = learner.init_meta_params()
+    grads = learner.meta_gradient(meta, [(xs, ys)], [query])[0]["theta"]
+    theta = meta["theta"]
+    expected = {k: torch.zeros_like(v) for k, v in theta.items()}
+    for i in range(2):  # plain SGD, step s on examples 2(s mod 3) .. 2(s mod 3) + 1 of task i
+        phi = {k: v.detach().clone().requires_grad_() for k, v in theta.items()}
+        for s in range(steps):
+            lo = 2 * (s % m)
+            loss = learner.objective.inner_loss(phi, (xs[i, lo:lo + 2], ys[i, lo:lo + 2]))
+            g = torch.autograd.grad(loss, list(phi.values()))
+            phi = {k: (v - lr * d).detach().requires_grad_() for (k, v), d in zip(phi.items(), g)}
+        for k in theta:
+            expected[k] += (theta[k] - phi[k].detach()) / 2
+    for k in theta:
+        torch.testing.assert_close(grads[k], expected[k])
+    whole = Reptile(SupervisedObjective(model), parameters_of(model), inner_lr=lr, inner_steps=steps)
+    full = whole.meta_gradient(whole.init_meta_params(), [(xs, ys)], [query])[0]["theta"]
+    assert not torch.allclose(flat({"t": full}), flat({"t": grads}))
+
+
+def test_reptile_inner_batches_rules():
+    base = {"task": {"name": "Omniglot", "k_support": 10}, "learner": {"algo": "reptile", "inner_batches": 5}}
+    from_dict(Config, base).validate()
+    with pytest.raises(ConfigError, match="must divide task.k_support"):
+        from_dict(Config, {**base, "learner": {"algo": "reptile", "inner_batches": 3}}).validate()
+    with pytest.raises(ConfigError, match="RL steps collect their own episodes"):
+        from_dict(Config, {"task": {"name": "Navigation2D"}, "learner": {"algo": "reptile", "inner_batches": 2}}).validate()
+    with pytest.raises(ConfigError, match="learner.inner_batches is not used with learner.algo maml"):
+        from_dict(Config, {**base, "learner": {"algo": "maml", "inner_batches": 5}}).validate()
+
+
 def test_adapt_does_not_touch_module_weights():
     model, support, query = small_problem()
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -121,6 +121,10 @@ class LearnerConfig:
     """Outer loss after the last inner step, or the mean over all inner steps (multi-step loss)."""
     step_loss_weights: tuple[float, ...] = ()
     """Weights of the outer losses after inner steps 1..inner_steps (normalised); overrides step_loss."""
+    inner_batches: int = 1
+    """reptile, supervised: the training support (e.g. task.k_support 10) split into this many mini-batches of
+    consecutive (shuffled) examples, inner step s on mini-batch s mod inner_batches, as Reptile's inner loop
+    takes mini-batches of a larger support; evaluation adapts on the whole support set."""
     lstm_hidden: int = 20
     """LSTM learner: hidden size of its coordinate-wise LSTM."""
     weighting: Literal["l2rw", "mwn", "none"] = "l2rw"

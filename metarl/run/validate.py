@@ -36,7 +36,7 @@ RL_KEYS = ("task.horizon", "eval.episodes_per_task", "model.init_std", "model.la
 
 POSITIVE = ("task.k_support", "task.k_query", "model.channels", "model.input_scale", "model.init_std",
             "model.last_layer_scale", "model.action_scale", "model.cells", "model.nodes", "learner.inner_steps",
-            "learner.inner_lr", "learner.lstm_hidden", "learner.implicit_lambda", "learner.implicit_cg_steps",
+            "learner.inner_lr", "learner.inner_batches", "learner.lstm_hidden", "learner.implicit_lambda", "learner.implicit_cg_steps",
             "learner.weight_net_hidden", "outer.lr", "outer.epochs", "outer.minibatches", "outer.max_kl",
             "outer.cg_iters", "outer.ls_max_steps", "rl.episodes_per_task", "rl.trial_episodes", "train.iterations",
             "train.meta_batch_size", "train.eval_tasks", "train.checkpoint_every", "train.log_every",
