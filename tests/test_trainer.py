@@ -2,6 +2,7 @@
 bad runs stop cleanly, a run is never overwritten, checkpoints are one format (old ones upgrade)."""
 import json
 import math
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -158,6 +159,47 @@ def test_ctrl_c_names_the_checkpoint_that_survived_and_how_to_resume(tmp_path, m
     with pytest.raises(TrainingInterrupted, match="interrupted at iteration 8: the checkpoint of iteration 5") as e:
         t.run()
     assert "--resume" in str(e.value) and load_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 5
+
+
+def ctrl_c_during(trainer, iteration, monkeypatch, times=1):
+    """Ctrl-C (a real SIGINT, `times` of them) while the trainer computes iteration `iteration` (1-based)."""
+    step = trainer.step
+
+    def step_with_ctrl_c():
+        if trainer.iteration == iteration - 1:
+            for _ in range(times):
+                signal.raise_signal(signal.SIGINT)
+        return step()
+
+    monkeypatch.setattr(trainer, "step", step_with_ctrl_c)
+
+
+def test_ctrl_c_stops_after_the_iteration_with_its_checkpoint_and_the_resumed_run_ends_as_an_uninterrupted_one(
+        tmp_path, monkeypatch):
+    full = Trainer(small_config(tmp_path / "full", checkpoint_every=5))
+    full.run()
+    said = []
+    t = Trainer(small_config(tmp_path / "run", checkpoint_every=5), said.append)
+    ctrl_c_during(t, 7, monkeypatch)
+    with pytest.raises(TrainingInterrupted, match="stopped at iteration 7 on Ctrl-C, with its checkpoint") as e:
+        t.run()
+    assert "--resume" in str(e.value) and "Ctrl-C again to stop at once" in said[-1]
+    assert load_checkpoint(tmp_path / "run" / "run" / "checkpoint.pt")["iteration"] == 7
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is Python's again
+    cfg = small_config(tmp_path / "run", checkpoint_every=5)
+    cfg.resume = True
+    resumed = Trainer(cfg)
+    assert resumed.run()["iterations_run"] == 13
+    for k, v in final_params(full).items():
+        assert torch.equal(v, resumed.meta["theta"][k]), k
+
+
+def test_a_second_ctrl_c_interrupts_at_once_and_the_last_periodic_checkpoint_stays(tmp_path, monkeypatch):
+    t = Trainer(small_config(tmp_path, checkpoint_every=5))
+    ctrl_c_during(t, 8, monkeypatch, times=2)
+    with pytest.raises(TrainingInterrupted, match="interrupted at iteration 8: the checkpoint of iteration 5"):
+        t.run()
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 5
 
 
 def test_checkpoint_is_atomic_and_corrupt_files_are_reported(tmp_path):

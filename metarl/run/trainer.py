@@ -9,6 +9,7 @@
         non-finite loss or gradient: stop, nothing applied, the last good checkpoint stays
         every log_every: log;  every eval_every: held-out evaluation;  every checkpoint_every: checkpoint
         train.time_limit_s reached in this process: checkpoint and stop (continue with --resume)
+        Ctrl-C: checkpoint after the current iteration and stop (a second Ctrl-C: at once, last checkpoint kept)
     checkpoint; held-out evaluation -> eval.json, eval.png, episodes.png; learning_curve.png from metrics.jsonl;
     W&B: metrics, plots, checkpoint artifact
 
@@ -40,6 +41,7 @@ from metarl.run.config import Config, to_dict
 from metarl.run.evaluate import Evaluator, eval_metrics, format_summary
 from metarl.run.logger import make_logger
 from metarl.run.rundir import RunDir
+from metarl.run.stopping import StopOnCtrlC
 
 # Sections that must match between a checkpoint and the config that resumes it.
 _RESUME_MUST_MATCH = ("task", "model", "learner")
@@ -174,26 +176,12 @@ class Trainer:
         waited0 = self.group.collective_s
         headline = "return_post" if self.parts.family.is_rl else "meta_loss"
         try:
-            while self.iteration < tc.iterations:
-                metrics = self.step()
-                seconds = time.perf_counter() - t0
-                self.elapsed = elapsed0 + seconds
-                bar.update(1)
-                it = self.iteration
-                if it % tc.log_every == 0 or it == tc.iterations:
-                    extra = {"env_steps": self.env_steps} if self.env_steps else {}
-                    if self.world > 1:  # the share of the time spent in collectives, since this process started
-                        extra["time/collective_fraction"] = (self.group.collective_s - waited0) / seconds
-                    logger.log({**{f"train/{k}": v for k, v in metrics.items()}, **extra,
-                                "time/iter_per_s": (it - start) / seconds}, step=it)
-                    bar.set_postfix({headline: f"{metrics[headline]:.4g}"})
-                out_of_time = self.group.any(seconds >= tc.time_limit_s) if tc.time_limit_s else False
-                if it % tc.checkpoint_every == 0 or out_of_time:
-                    self.save()
-                if tc.eval_every and it % tc.eval_every == 0 and it < tc.iterations and self.rank == 0:
-                    logger.log(eval_metrics(self.evaluator(min(tc.eval_tasks, cfg.eval.num_tasks)).run(self.learner, self.meta)), step=it)
-                if out_of_time:
-                    break
+            with StopOnCtrlC(write) as ctrl_c:
+                stopped = self._loop(logger, bar, t0, start, elapsed0, waited0, headline, ctrl_c)
+            if stopped:
+                self.save()
+                raise TrainingInterrupted(f"stopped at iteration {self.iteration} on Ctrl-C, with its checkpoint "
+                                          f"{self.checkpoint_path}; continue with the same command plus --resume")
             bar.close()
             if self.saved_iteration != self.iteration:
                 self.save()
@@ -229,6 +217,34 @@ class Trainer:
         finally:
             bar.close()
             logger.close()
+
+    def _loop(self, logger, bar, t0: float, start: int, elapsed0: float, waited0: float, headline: str,
+              ctrl_c: StopOnCtrlC) -> bool:
+        """Iterations until train.iterations or the time limit; True when stopped by Ctrl-C (on any rank)."""
+        cfg, tc = self.cfg, self.cfg.train
+        while self.iteration < tc.iterations:
+            metrics = self.step()
+            seconds = time.perf_counter() - t0
+            self.elapsed = elapsed0 + seconds
+            bar.update(1)
+            it = self.iteration
+            if it % tc.log_every == 0 or it == tc.iterations:
+                extra = {"env_steps": self.env_steps} if self.env_steps else {}
+                if self.world > 1:  # the share of the time spent in collectives, since this process started
+                    extra["time/collective_fraction"] = (self.group.collective_s - waited0) / seconds
+                logger.log({**{f"train/{k}": v for k, v in metrics.items()}, **extra,
+                            "time/iter_per_s": (it - start) / seconds}, step=it)
+                bar.set_postfix({headline: f"{metrics[headline]:.4g}"})
+            if self.group.any(ctrl_c.requested):  # every rank stops after the same iteration
+                return True
+            out_of_time = self.group.any(seconds >= tc.time_limit_s) if tc.time_limit_s else False
+            if it % tc.checkpoint_every == 0 or out_of_time:
+                self.save()
+            if tc.eval_every and it % tc.eval_every == 0 and it < tc.iterations and self.rank == 0:
+                logger.log(eval_metrics(self.evaluator(min(tc.eval_tasks, cfg.eval.num_tasks)).run(self.learner, self.meta)), step=it)
+            if out_of_time:
+                break
+        return False
 
 
 def _without_defaults(section: dict[str, Any], name: str) -> dict[str, Any]:
