@@ -235,14 +235,15 @@ class Trainer:
                 logger.log({**{f"train/{k}": v for k, v in metrics.items()}, **extra,
                             "time/iter_per_s": (it - start) / seconds}, step=it)
                 bar.set_postfix({headline: f"{metrics[headline]:.4g}"})
-            if self.group.any(ctrl_c.requested):  # every rank stops after the same iteration
+            # one collective per iteration: every rank stops after the same one (a second only to say why)
+            stop = self.group.any(ctrl_c.requested or bool(tc.time_limit_s) and seconds >= tc.time_limit_s)
+            if stop and self.group.any(ctrl_c.requested):
                 return True
-            out_of_time = self.group.any(seconds >= tc.time_limit_s) if tc.time_limit_s else False
-            if it % tc.checkpoint_every == 0 or out_of_time:
+            if it % tc.checkpoint_every == 0 or stop:
                 self.save()
             if tc.eval_every and it % tc.eval_every == 0 and it < tc.iterations and self.rank == 0:
                 logger.log(eval_metrics(self.evaluator(min(tc.eval_tasks, cfg.eval.num_tasks)).run(self.learner, self.meta)), step=it)
-            if out_of_time:
+            if stop:  # the time limit
                 break
         return False
 
