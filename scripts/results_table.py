@@ -119,16 +119,26 @@ def omniglot_chart(path: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     settings = sorted({(r["ways"], r["shots"]) for r in rows}, key=lambda s: (s[1], s[0]))
+    # one colour and marker per learner in every panel, so a learner is found at a glance across settings
+    learners = sorted({r["learner"] for r in rows})
+    style = {name: (f"C{i % 10}", "osD^vP*Xhp"[i % 10]) for i, name in enumerate(learners)}
     fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.6), squeeze=False)
     for ax, (ways, shots) in zip(axes[0], settings):
         for r in (r for r in rows if (r["ways"], r["shots"]) == (ways, shots)):
             acc = r["eval"]["accuracy"]
-            ax.errorbar(r["wall_s"] / 60, 100 * acc["mean"][-1], yerr=100 * acc["ci95"][-1], fmt="o", capsize=3,
-                        label=r["learner"])
+            color, marker = style[r["learner"]]
+            ax.errorbar(r["wall_s"] / 60, 100 * acc["mean"][-1], yerr=100 * acc["ci95"][-1], fmt=marker,
+                        color=color, capsize=3, label=r["learner"])
         ax.set_title(f"Omniglot {ways}-way {shots}-shot", fontsize=9)
-        ax.set_xlabel("wall time on 2 CPU cores (min)")
+        ax.set_xscale("log")  # rows span minutes to hours
+        plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="x", which="minor", labelsize=7)
+        ax.set_xlabel("wall time on 2 CPU cores (min, log scale)")
         ax.set_ylabel("held-out accuracy % (transductive)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
