@@ -89,14 +89,18 @@ def maml_paper_table(results: Path = ROOT / "results") -> list[str]:
 
 
 def maml_paper_chart(path: Path, results: Path = ROOT / "results") -> Path | None:
-    """One panel per env: the training return before and after adaptation per iteration, the held-out
-    evaluations as markers, the published values as dashed lines."""
+    """One column per env. Top: the training return before and after adaptation per iteration, the held-out
+    evaluations as markers, the published values as dashed lines. Bottom: what the return before adaptation
+    is made of along the run, each reward term's sum per episode, and the episode length (right axis): where a
+    run does not adapt (e.g. episodes ending early) this shows why."""
     found = [(env, published, source, files) for name, env, published, source in MAML_PAPER
              if (files := _row_files(results / "maml_paper" / name)) is not None]
     if not found:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(found), figsize=(4.2 * len(found), 3.6), squeeze=False)
+    fig, axes = plt.subplots(2, len(found), figsize=(4.2 * len(found), 6.8), squeeze=False, sharex="col")
+    for ax, (_, _, _, (_, _, metrics)) in zip(axes[1], found):
+        _terms_panel(ax, metrics)
     for ax, (env, published, source, (_, _, metrics)) in zip(axes[0], found):
         for key, label in (("train/return_pre", "before adaptation"), ("train/return_post", "after one step")):
             steps = sorted(metrics.get(key, {}))
@@ -107,11 +111,34 @@ def maml_paper_chart(path: Path, results: Path = ROOT / "results") -> Path | Non
         for value, style, label in zip(published or (), ("--", "-."), ("published before", "published after 1")):
             ax.axhline(value, color="k", ls=style, lw=0.8, label=label)
         ax.set_title(env, fontsize=9)
-        ax.set_xlabel("meta-iteration")
         ax.set_ylabel("return")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     return _save(fig, path)
+
+
+def _terms_panel(ax, metrics: dict) -> None:
+    """Each reward term's sum per episode before adaptation, and the episode length on a right axis."""
+    terms = sorted(k for k in metrics if k.startswith("train/reward_") and k.endswith("_pre"))
+    for key in terms:
+        steps = sorted(metrics[key])
+        ax.plot(steps, [metrics[key][s] for s in steps], lw=0.8, label=key[len("train/reward_"):-len("_pre")])
+    length = metrics.get("train/episode_length_pre", {})
+    if length:
+        right = ax.twinx()
+        steps = sorted(length)
+        right.plot(steps, [length[s] for s in steps], color="0.5", ls=":", lw=1, label="episode length")
+        right.set_ylabel("episode length (steps)", fontsize=8)
+        right.set_ylim(bottom=0)
+        right.legend(fontsize=6, loc="lower right")
+    ax.set_xlabel("meta-iteration")
+    ax.grid(alpha=0.3)
+    if terms:
+        ax.set_ylabel("reward terms per episode, before adaptation", fontsize=8)
+        ax.legend(fontsize=6, loc="upper left")
+    else:
+        ax.set_yticks([])
+        ax.set_ylabel("(no reward terms logged)", fontsize=8)
 
 
 def fisher_table(results: Path = ROOT / "results") -> list[str]:
