@@ -24,7 +24,8 @@ configs/maml_paper ships since this comparison), on HalfCheetahDir with the pape
 terms, same seed, 150 iterations: results/fisher/<row>/ (returns, the measured / modelled KL of every accepted step,
 seconds per iteration in metrics.jsonl), drawn side by side in results/fisher/fisher.png.
 
---dry-run lists every row with its state (done, in progress at iteration k, to do) and what would run next.
+--dry-run lists every row with its state (done, in progress at iteration k, to do) and what would run next;
+for a run in progress, the training time left at the pace of its last segment.
 """
 from __future__ import annotations
 
@@ -99,17 +100,45 @@ COMMANDS = {"fewshot": "omniglot", "maml-rl": "maml_paper", "fisher": "fisher"}
 
 def state(row: Row) -> tuple[str, int]:
     """("done" | "in progress" | "to do", iterations reached)."""
+    status, iteration, _ = progress(row)
+    return status, iteration
+
+
+def progress(row: Row) -> tuple[str, int, float]:
+    """state() and the training seconds the run in progress has spent so far (0 otherwise)."""
     files = [row.results / f for f in ("record.json", "eval.json", *TABLES[row.table].extra)]
     if all(f.is_file() for f in files):
         done = json.loads((row.results / "eval.json").read_text()).get("iteration", 0)
         if done >= row.iterations:
-            return "done", done
+            return "done", done, 0.0
     checkpoint = row.run_dir / "checkpoint.pt"
     if checkpoint.is_file():
         from metarl.run.checkpoint import load_checkpoint
 
-        return "in progress", int(load_checkpoint(checkpoint)["iteration"])
-    return "to do", 0
+        saved = load_checkpoint(checkpoint)
+        return "in progress", int(saved["iteration"]), float(saved.get("elapsed_s", 0.0))
+    return "to do", 0, 0.0
+
+
+def last_pace(run_dir: Path) -> float | None:
+    """Seconds per iteration of the run's last segment (its last logged time/iter_per_s), or None."""
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        return None
+    rates = [json.loads(line).get("time/iter_per_s") for line in metrics.read_text().splitlines() if line.strip()]
+    rate = next((r for r in reversed(rates) if r), None)
+    return 1 / rate if rate else None
+
+
+def time_left(row: Row, iteration: int, elapsed_s: float) -> str:
+    """' (about 1.7 h of training left at 13.6 s per iteration)': the pace of the run's last segment, else its
+    mean so far (both as measured: shared cores included)."""
+    pace = last_pace(row.run_dir) or (elapsed_s / iteration if iteration > 0 and elapsed_s > 0 else None)
+    if pace is None:
+        return ""
+    left = (row.iterations - iteration) * pace
+    amount = f"{left / 3600:.1f} h" if left >= 5400 else f"{left / 60:.0f} min"
+    return f" (about {amount} of training left at {pace:.2f} s per iteration)"
 
 
 def run(cmd: list[str]) -> None:
@@ -198,10 +227,11 @@ def main() -> None:
         raise SystemExit(f"error: no row {sorted(unknown)[0]!r} in {a.table}; rows: {', '.join(r.name for r in table.rows)}")
     segments = 0
     for row in rows:
-        status, iteration = state(row)
+        status, iteration, elapsed = progress(row)
         line = f"{row.name:<16} {status:<12} {iteration:>6} / {row.iterations:<6} {row.config}"
         if a.dry_run:
-            print(line + ("" if status == "done" else "   -> would " + ("resume" if status == "in progress" else "start")))
+            print(line + ("" if status == "done" else "   -> would " + ("resume" if status == "in progress" else "start")
+                          + time_left(row, iteration, elapsed)))
             continue
         print(line, flush=True)
         if status == "done":

@@ -54,6 +54,11 @@ def test_a_table_run_stops_after_a_segment_and_the_same_command_finishes_it(tmp_
     reproduce.main()
     assert "stopped after 1 segment" in capsys.readouterr().out
     assert reproduce.state(row) == ("in progress", 1)
+    monkeypatch.setattr(sys, "argv", [*args, "--dry-run"])  # the time left, at the pace of the segment run
+    reproduce.main()
+    logged = [json.loads(line) for line in (tmp_path / "runs" / "toy" / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    pace = 1 / [m["time/iter_per_s"] for m in logged if "time/iter_per_s" in m][-1]
+    assert f"-> would resume (about {2 * pace / 60:.0f} min of training left at {pace:.2f} s per iteration)" in capsys.readouterr().out
     monkeypatch.setattr(sys, "argv", args)
     reproduce.main()
     out = capsys.readouterr().out
