@@ -122,12 +122,12 @@ def progress(row: Row) -> tuple[str, int, float]:
 
 def last_pace(run_dir: Path) -> float | None:
     """Seconds per iteration of the run's last segment (its last logged time/iter_per_s), or None."""
+    from metarl.run.plots import read_metrics  # skips a line a crash cut short
+
     metrics = run_dir / "metrics.jsonl"
-    if not metrics.is_file():
-        return None
-    rates = [json.loads(line).get("time/iter_per_s") for line in metrics.read_text().splitlines() if line.strip()]
-    rate = next((r for r in reversed(rates) if r), None)
-    return 1 / rate if rate else None
+    rates = read_metrics(metrics).get("time/iter_per_s", {}) if metrics.is_file() else {}
+    rate = rates[max(rates)] if rates else 0.0
+    return 1 / rate if rate > 0 else None
 
 
 def time_left(row: Row, iteration: int, elapsed_s: float) -> str:
