@@ -6,6 +6,11 @@ new classes, as in the MAML paper). Task parameters: `classes` (tasks, N) long, 
 order, so labels are permuted per task. Support and query sets are K and Q drawings per class, disjoint,
 drawn without replacement from the 20 drawings of each character, in shuffled order.
 
+`train_ways` > `ways` makes training tasks harder than test ones (Prototypical Networks trained on 60-way
+episodes for every Omniglot test); the network's head then has `train_ways` outputs and a test task uses the
+first `ways` of them, so only learners that read the head off the support set can train so
+(`Algorithm.head_from_support`).
+
 Splits (fixed, disjoint by character):
   split_by="alphabet"   train / test = the characters of two disjoint sets of alphabets. By default, train
                         = the alphabets of the first archive, test = the alphabets no earlier archive has
@@ -55,6 +60,7 @@ class OmniglotTasks(SupervisedTaskDistribution):
     def __init__(
         self,
         ways: int = 5,
+        train_ways: int = 0,
         archives: Sequence[str] | str = SMALL_ARCHIVES,
         split_by: str = "alphabet",
         train_alphabets: Sequence[str] | str | None = None,
@@ -70,10 +76,15 @@ class OmniglotTasks(SupervisedTaskDistribution):
         data: OmniglotImages | None = None,
     ):
         check_positive(ways=ways)
+        if train_ways < 0:
+            raise ValueError(f"train_ways must be a positive number of classes (0: ways), got {train_ways}")
         if split_by not in SPLIT_BY:
             raise ValueError(f"unknown split_by {split_by!r}: expected one of {', '.join(SPLIT_BY)}")
         self.ways = int(ways)
-        self.output_dim = self.ways
+        #: classes per task in each split: training tasks may have more than the test ones (train_ways)
+        self.ways_of = {"train": int(train_ways or ways), "test": self.ways}
+        self.output_dim = max(self.ways_of.values())
+        self.task_classes_vary = len(set(self.ways_of.values())) > 1
         self.dtype = dtype
         archives, train_alphabets, test_alphabets = (_names(v) for v in (archives, train_alphabets, test_alphabets))
         self.data = data if data is not None else load_archives(archives, data_dir, cache_dir, verify_checksums)
@@ -88,8 +99,10 @@ class OmniglotTasks(SupervisedTaskDistribution):
             c = torch.as_tensor(chars[split], dtype=torch.long)
             turns = torch.arange(ROTATIONS if rotations[split] else 1)
             self.classes[split] = (c[:, None] * ROTATIONS + turns[None, :]).reshape(-1)
-            if self.classes[split].numel() < self.ways:
-                raise ValueError(f"the {split} split has {self.classes[split].numel()} classes, fewer than ways={self.ways}")
+            if self.classes[split].numel() < self.ways_of[split]:
+                name = "ways" if split == "test" or self.ways_of["train"] == self.ways else "train_ways"
+                raise ValueError(f"the {split} split has {self.classes[split].numel()} classes, fewer than "
+                                 f"{name}={self.ways_of[split]}")
 
     def _split_characters(self, archives, train_alphabets, test_alphabets, train_characters, split_seed) -> dict[str, list[int]]:
         alphabets = self.data.alphabets
@@ -120,12 +133,13 @@ class OmniglotTasks(SupervisedTaskDistribution):
         return int(self.classes[split].numel())
 
     def sample(self, n: int, generator: torch.Generator, split: Split = "train") -> TaskBatch:
-        """`n` tasks of N distinct classes each: {"classes": (n, N) long}, in random order (= label order)."""
+        """`n` tasks of N distinct classes each (N: the split's ways): {"classes": (n, N) long}, in random order
+        (= label order)."""
         check_positive(tasks=n)
         check_split(split)
         pool = self.classes[split]
         # N distinct classes per task, batched: the first N of a random permutation (argsort of uniforms).
-        picks = torch.rand(n, pool.numel(), generator=generator).argsort(dim=1)[:, : self.ways]
+        picks = torch.rand(n, pool.numel(), generator=generator).argsort(dim=1)[:, : self.ways_of[split]]
         return {"classes": pool[picks]}
 
     def _gather(self, classes: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:

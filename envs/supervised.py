@@ -53,6 +53,9 @@ class SupervisedTaskDistribution(TaskDistribution):
     output_dim: int = 1
     input_range: tuple[float, float] = (-np.inf, np.inf)
     prediction_range: tuple[float, float] = (-np.inf, np.inf)
+    #: classification: some tasks have fewer classes than the head's `output_dim` outputs (labels 0..n-1 of a
+    #: task with n classes); only a learner that reads its head off the support set can train on them.
+    task_classes_vary: bool = False
 
     @abstractmethod
     def sample_data(self, tasks: TaskBatch, k: int, generator: torch.Generator, split: Split = "train") -> Data:

@@ -24,8 +24,11 @@ configs/maml_paper ships since this comparison), on HalfCheetahDir with the pape
 terms, same seed, 150 iterations: results/fisher/<row>/ (returns, the measured / modelled KL of every accepted step,
 seconds per iteration in metrics.jsonl), drawn side by side in results/fisher/fisher.png.
 
---dry-run lists every row with its state (done, in progress at iteration k, to do) and what would run next;
-for a run in progress, the training time left at the pace of its last segment.
+--dry-run lists every row with its state (done, in progress at iteration k, to do, changed) and what would run
+next; for a run in progress, the training time left at the pace of its last segment. A row whose config now
+differs from the one its results (or its run in progress) were trained with is "changed": the settings that
+differ are listed, and a real run trains it again from scratch (launch settings such as run_dir, the time
+limit and logging do not count; more train.iterations resume the run instead).
 """
 from __future__ import annotations
 
@@ -98,6 +101,54 @@ TABLES = {"omniglot": Table("fewshot", FEWSHOT, extra=("eval_support.json", "mem
 COMMANDS = {"fewshot": "omniglot", "maml-rl": "maml_paper", "fisher": "fisher"}
 
 
+#: settings of a run's saved config that say how it was launched, not what it trains (train.iterations: a
+#: longer row resumes, see progress)
+LAUNCH_KEYS = ("config", "run_dir", "resume", "device", "train.time_limit_s", "train.iterations", "log.")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
+
+
+def _settings(data: dict) -> dict | None:
+    """A config mapping resolved against today's defaults and flattened (None: not a config this code reads)."""
+    from metarl.core.errors import ConfigError
+    from metarl.run.config import Config, from_dict, to_dict
+
+    try:
+        flat = _flat(to_dict(from_dict(Config, data)))
+    except (ConfigError, TypeError):
+        return None
+    return {k: v for k, v in flat.items() if not any(k == key or (key.endswith(".") and k.startswith(key))
+                                                     for key in LAUNCH_KEYS)}
+
+
+def config_changes(row: Row, saved: Path) -> list[str]:
+    """Where the row's config (its file and overrides, as it reads today) differs from `saved` (the config a
+    run or result was trained with): ['task.options.train_ways: unset -> 60', ...]; [] when they agree or
+    either cannot be read."""
+    from metarl.run.cli import option_value
+    from metarl.run.config import read_yaml
+
+    if not saved.is_file():
+        return []
+    data = read_yaml(ROOT / row.config)
+    for flag, value in zip(row.overrides[::2], row.overrides[1::2]):
+        *path, key = flag.removeprefix("--").split(".")
+        node = data
+        for part in path:
+            node = node.setdefault(part, {})
+        node[key] = option_value(value)
+    now, then = _settings(data), _settings(read_yaml(saved))
+    if now is None or then is None:
+        return []
+    return [f"{k}: {then.get(k, 'unset')} -> {now.get(k, 'unset')}" for k in sorted(set(now) | set(then))
+            if now.get(k, "unset") != then.get(k, "unset")]
+
+
 def state(row: Row) -> tuple[str, int]:
     """("done" | "in progress" | "to do", iterations reached)."""
     status, iteration, _ = progress(row)
@@ -105,10 +156,13 @@ def state(row: Row) -> tuple[str, int]:
 
 
 def progress(row: Row) -> tuple[str, int, float]:
-    """state() and the training seconds the run in progress has spent so far (0 otherwise)."""
+    """state() and the training seconds the run in progress has spent so far (0 otherwise). "changed": the
+    row's config no longer says what its results or its run in progress were trained with (config_changes)."""
     files = [row.results / f for f in ("record.json", "eval.json", *TABLES[row.table].extra)]
     if all(f.is_file() for f in files):
         done = json.loads((row.results / "eval.json").read_text()).get("iteration", 0)
+        if config_changes(row, row.results / "config.yaml"):
+            return "changed", done, 0.0
         if done >= row.iterations:
             return "done", done, 0.0
     checkpoint = row.run_dir / "checkpoint.pt"
@@ -116,7 +170,8 @@ def progress(row: Row) -> tuple[str, int, float]:
         from metarl.run.checkpoint import load_checkpoint
 
         saved = load_checkpoint(checkpoint)
-        return "in progress", int(saved["iteration"]), float(saved.get("elapsed_s", 0.0))
+        status = "changed" if config_changes(row, row.run_dir / "config.yaml") else "in progress"
+        return status, int(saved["iteration"]), float(saved.get("elapsed_s", 0.0))
     return "to do", 0, 0.0
 
 
@@ -229,13 +284,22 @@ def main() -> None:
     for row in rows:
         status, iteration, elapsed = progress(row)
         line = f"{row.name:<16} {status:<12} {iteration:>6} / {row.iterations:<6} {row.config}"
+        changes = (config_changes(row, row.results / "config.yaml") or config_changes(row, row.run_dir / "config.yaml")
+                   if status == "changed" else [])
+        if changes:
+            line += f"   (config changed since trained: {'; '.join(changes)})"
         if a.dry_run:
-            print(line + ("" if status == "done" else "   -> would " + ("resume" if status == "in progress" else "start")
-                          + time_left(row, iteration, elapsed)))
+            print(line + ("" if status == "done" else "   -> would " + {"in progress": "resume", "to do": "start",
+                                                                        "changed": "train it again from scratch"}[status]
+                          + (time_left(row, iteration, elapsed) if status == "in progress" else "")))
             continue
         print(line, flush=True)
         if status == "done":
             continue
+        if status == "changed":  # the old figures and run describe another config (git keeps them)
+            shutil.rmtree(row.results, ignore_errors=True)
+            shutil.rmtree(row.run_dir, ignore_errors=True)
+            iteration = 0
         while iteration < row.iterations:
             if a.max_segments and segments == a.max_segments:
                 print(f"stopped after {segments} segment(s): run the same command again to continue")

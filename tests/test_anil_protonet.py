@@ -87,6 +87,25 @@ def test_protonet_meta_gradient_matches_finite_differences(batching):
     assert all(v.abs().max() > 0 for k, v in grads.items() if "conv.bias" not in k)
 
 
+def test_a_head_wider_than_the_task_gives_the_task_the_same_loss_and_meta_gradient():
+    """Training on more ways than the test (train_ways): a test task uses the first `ways` of a wider head; its
+    absent classes get probability 0, so loss and meta-gradient equal those of a head as wide as the task."""
+    net, support, query = conv_problem()
+    wide = ConvNet(1, WAYS + 2, channels=4, image_size=SIDE, generator=torch.Generator().manual_seed(5)).double()
+    learners = [PrototypicalNetworks(SupervisedObjective(n, "cross_entropy"), parameters_of(n), n.features,
+                                     n.head_names) for n in (net, wide)]
+    meta = learners[0].init_meta_params()
+    assert learners[1].init_meta_params()["theta"].keys() == meta["theta"].keys()
+    (loss, _), (wide_loss, _) = (learner.meta_loss(meta, support, query) for learner in learners)
+    torch.testing.assert_close(wide_loss, loss)
+    grads = [learner.meta_gradient(meta, support, query)[0]["theta"] for learner in learners]
+    for k in grads[0]:
+        torch.testing.assert_close(grads[1][k], grads[0][k])
+    head = {k: v[0] for k, v in learners[1].adapt_path(meta, support, 1)[1].items()}
+    bias = head["head.bias"]
+    assert torch.isinf(bias[WAYS:]).all() and torch.isfinite(bias[:WAYS]).all()
+
+
 @pytest.mark.parametrize("algo,extra", [("anil", {"learner": {"algo": "anil", "inner_lr": 0.4}}),
                                         ("protonet", {"learner": {"algo": "protonet"}})])
 def test_both_train_through_the_trainer_and_the_config_rules_hold(algo, extra, tmp_path):
@@ -114,3 +133,24 @@ def test_both_train_through_the_trainer_and_the_config_rules_hold(algo, extra, t
         with pytest.raises(ConfigError, match="learns supervised task families"):
             from_dict(Config, {"task": {"name": "Navigation2D"}, "learner": {"algo": "protonet"}}).validate()
     assert ALGORITHMS[algo].build.__module__ == f"metarl.algorithms.{algo}"
+
+
+def test_protonet_trains_on_more_ways_than_it_tests_and_a_fixed_head_is_refused(tmp_path):
+    from metarl.core.errors import ConfigError
+    from metarl.run.trainer import Trainer
+    from envs.omniglot_data import default_data_dir
+
+    if not (default_data_dir() / "images_background_small1.zip").is_file():
+        pytest.skip("Omniglot small archives not found")
+    base = {"task": {"name": "Omniglot", "k_support": 1, "k_query": 2, "options": {"ways": 3, "train_ways": 6}},
+            "model": {"arch": "conv", "channels": 8}, "train": {"iterations": 2, "meta_batch_size": 2, "eval_every": 0},
+            "eval": {"num_tasks": 6, "batch_size": 6, "k_query": 2, "steps": 1},
+            "log": {"wandb": "disabled", "progress": False, "console": False}, "device": "cpu"}
+    cfg = from_dict(Config, {**base, "learner": {"algo": "protonet"}, "run_dir": str(tmp_path / "p")})
+    Trainer(cfg.validate()).run()
+    summary = json.loads((tmp_path / "p" / "eval.json").read_text())
+    assert summary["accuracy"]["mean"][1] > 1 / 3  # 3-way test tasks on the 6-wide head: above their chance
+    maml = from_dict(Config, {**base, "learner": {"algo": "maml"}, "run_dir": str(tmp_path / "m")})
+    with pytest.raises(ConfigError, match="a fixed head cannot learn them: learner.algo protonet"):
+        Trainer(maml.validate()).run()
+

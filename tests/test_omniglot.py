@@ -153,6 +153,20 @@ def test_episode_shapes_labels_and_disjoint_support_query(dist, gen):
 
 
 @needs_data
+def test_train_ways_widens_training_tasks_and_the_head_only(dist, gen):
+    wide = OmniglotTasks(ways=5, train_ways=20, data=dist.data)
+    assert wide.output_dim == 20 and wide.task_classes_vary and not dist.task_classes_vary
+    ep = wide.sample_episode(3, 1, 2, gen, "train")
+    (_, sy), (_, qy) = ep.support, ep.query
+    assert sy.shape == (3, 20) and qy.shape == (3, 40) and int(qy.max()) == 19
+    assert wide.sample(4, gen, "test")["classes"].shape == (4, 5)
+    with pytest.raises(ValueError, match="fewer than train_ways=600"):
+        OmniglotTasks(ways=5, train_ways=600, data=dist.data)
+    with pytest.raises(ValueError, match="train_ways must be"):
+        OmniglotTasks(ways=5, train_ways=-1, data=dist.data)
+
+
+@needs_data
 def test_support_label_matches_class_image(dist, gen):
     tasks = dist.sample(3, gen, "train")
     (sx, sy), _ = dist.sample_support_query(tasks, 19, 1, gen, "train")

@@ -22,6 +22,7 @@ def test_dry_run_lists_every_row_with_its_state(table):
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == len(rows)
     for row, line in zip(rows, lines):
+        # "changed" would mean a committed result or run no longer matches its config
         assert line.split()[0] == row.name and any(s in line for s in ("done", "in progress", "to do"))
 
 
@@ -67,6 +68,20 @@ def test_a_table_run_stops_after_a_segment_and_the_same_command_finishes_it(tmp_
     record = json.loads((tmp_path / "results" / "toy" / "tiny" / "record.json").read_text())
     assert "--resume" in record["command"] and record["total_wall_s"] >= record["wall_s"]
     assert (tmp_path / "results" / "toy" / "tiny" / "metrics.jsonl").is_file()
+    # Launch settings are not what a row trains; any other setting makes a finished row "changed", trained again.
+    assert reproduce.state(reproduce.Row("tiny", row.config, "toy", (*tiny, "--train.time_limit_s", "9"))) == ("done", 3)
+    changed = reproduce.Row("tiny", row.config, "toy", (*tiny, "--learner.inner_lr", "0.2"))
+    monkeypatch.setitem(reproduce.TABLES, "toy", reproduce.Table("toy", [changed], keep_run_dir=True))
+    assert reproduce.state(changed) == ("changed", 3)
+    monkeypatch.setattr(sys, "argv", [*args, "--dry-run"])
+    reproduce.main()
+    assert ("(config changed since trained: learner.inner_lr: 0.5 -> 0.2)   -> would train it again from scratch"
+            in capsys.readouterr().out)
+    monkeypatch.setattr(sys, "argv", [*args, "--segment-s", "600"])
+    reproduce.main()
+    assert reproduce.state(changed) == ("done", 3)
+    record = json.loads((tmp_path / "results" / "toy" / "tiny" / "record.json").read_text())
+    assert "--resume" not in record["command"] and "inner_lr 0.2" in record["command"]
 
 
 def test_the_meta_rl_tables_and_charts_are_drawn_from_the_rows_files(tmp_path):

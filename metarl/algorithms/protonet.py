@@ -8,7 +8,9 @@ examples of class k:
 
 So adapting is one step that sets the network's linear head to W_k = 2 c_k, b_k = -|c_k|^2 (the equivalence of
 Snell et al., section 2.4): the same objective, evaluator and task batching as every learner. Before that step
-the head is zero (every class equally likely: the chance level); further steps change nothing.
+the head is zero (every class equally likely: the chance level); further steps change nothing. A class with no
+support example (a test task narrower than the head, after training on more ways: Omniglot's train_ways) gets
+b_k = -inf, probability 0; before the step every one of the head's classes is equally likely.
 """
 from __future__ import annotations
 
@@ -41,8 +43,12 @@ class PrototypicalNetworks(InnerLoopLearner):
         x, y = data[0], data[1]
         f = self.features(params, x)
         onehot = (y.unsqueeze(-1) == torch.arange(self.ways, device=y.device)).to(f.dtype)  # (B, ways)
-        prototypes = (onehot.transpose(0, 1) @ f) / onehot.sum(0).clamp_min(1).unsqueeze(-1)
-        return {**params, self.weight_name: 2 * prototypes, self.bias_name: -(prototypes * prototypes).sum(-1)}
+        counts = onehot.sum(0)
+        prototypes = (onehot.transpose(0, 1) @ f) / counts.clamp_min(1).unsqueeze(-1)
+        bias = -(prototypes * prototypes).sum(-1)
+        # A head wider than the task (tasks of varying class counts): its absent classes get probability 0.
+        bias = torch.where(counts > 0, bias, torch.full_like(bias, float("-inf")))
+        return {**params, self.weight_name: 2 * prototypes, self.bias_name: bias}
 
 
 def build(cfg, objective, model, init: Params, executor: TaskExecutor) -> PrototypicalNetworks:
@@ -53,4 +59,5 @@ def build(cfg, objective, model, init: Params, executor: TaskExecutor) -> Protot
 
 
 SPEC = Algorithm(name="protonet", title="ProtoNets", build=build, kinds=("supervised",), reads=(),
+                 head_from_support=True,
                  summary="Prototypical Networks: the head from the support set's class means (Snell et al. 2017)")

@@ -35,6 +35,9 @@ class Algorithm:
     """Adapts in context (a recurrent policy's memory), not by inner steps: trials, not steps, in the curves."""
     searches_cells: bool = False
     """Trains the searchable cell network (model.arch cells with no genotype)."""
+    head_from_support: bool = False
+    """Reads its classifier head off each task's support set, so a task may have fewer classes than the head has
+    outputs (task families whose class count varies: `task_classes_vary`, e.g. Omniglot's train_ways)."""
     kl_curvature: bool = False
     """Its learner offers TRPO a KL Hessian-vector product cheaper than double backward (outer.hvp gauss_newton)."""
 

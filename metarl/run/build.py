@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 import envs
-from metarl.algorithms import algorithm
+from metarl.algorithms import ALGORITHMS, algorithm
 from metarl.algorithms.base import Learner
 from metarl.algorithms.rules import Algorithm
 from metarl.core.errors import ConfigError
@@ -92,6 +92,10 @@ def build(cfg: Config, rank: int = 0, world: int = 1, device: torch.device | Non
         raise ConfigError(f"task {fam.name} (task.options): {e.args[0] if e.args else e}") from None
     if hasattr(dist, "dtype"):
         dist.dtype = dtype
+    if getattr(dist, "task_classes_vary", False) and not spec.head_from_support:
+        readers = ", ".join(s.name for s in ALGORITHMS.values() if s.head_from_support)
+        raise ConfigError(f"task {fam.name} (task.options): its tasks do not all have the head's {dist.output_dim} "
+                          f"classes; a fixed head cannot learn them: learner.algo {readers}")
     init_gen = torch.Generator().manual_seed(cfg.seed)
     try:
         t = cfg.train
