@@ -71,7 +71,9 @@ def omniglot_rows() -> list[dict]:
         summary = json.loads((d / "eval.json").read_text())
         support = json.loads((d / "eval_support.json").read_text()) if (d / "eval_support.json").is_file() else None
         memory = json.loads((d / "memory.json").read_text()) if (d / "memory.json").is_file() else None
-        rows.append({"dir": d, "learner": learner_name(cfg["learner"]), "ways": cfg["task"].get("options", {}).get("ways", 5),
+        options = cfg["task"].get("options", {})
+        rows.append({"dir": d, "learner": learner_name(cfg["learner"]), "ways": options.get("ways", 5),
+                     "train_ways": options.get("train_ways") or options.get("ways", 5),
                      "shots": summary["protocol"]["k_support"], "eval": summary, "support": support, "memory": memory,
                      "wall_s": _wall_s(json.loads(path.read_text()))})
     order = {(5, 1): 0, (20, 1): 1, (5, 5): 2}
@@ -93,7 +95,8 @@ def omniglot_table() -> list[str]:
         support = f"{cell(r['support']['accuracy'], -1)}" if r["support"] else "—"
         memory = f"{r['memory']['peak_mb']:.0f} MB" if r["memory"] else "—"
         published = PUBLISHED.get(r["learner"], (None,) * 3)[SETTING_COLUMN.get((r["ways"], r["shots"]), 0)]
-        lines.append(f"| {r['learner']} | {r['ways']}-way {r['shots']}-shot | {cell(acc, 0)} | {cell(acc, -1)} "
+        trained = f" (trained {r['train_ways']}-way)" if r["train_ways"] != r["ways"] else ""
+        lines.append(f"| {r['learner']} | {r['ways']}-way {r['shots']}-shot{trained} | {cell(acc, 0)} | {cell(acc, -1)} "
                      f"(after {e['steps'][-1]}) | {support} | {e['num_tasks']} | {e.get('iteration', '')} "
                      f"| {r['wall_s'] / 60:.0f} min | {memory} | {published or '—'} "
                      f"| `{r['dir'].relative_to(ROOT).as_posix()}/` |")
@@ -102,7 +105,7 @@ def omniglot_table() -> list[str]:
             "tasks, with the batch's own statistics (transductive, as trained) and with each query normalised by "
             "its task's support statistics; wall time on 2 CPU cores, training and the final evaluation; peak "
             "resident memory of one meta-iteration; the published figure is on the full Omniglot (1,200 training "
-            "characters: ours has 150), so only the order of the learners is comparable:", "",
+            "characters: ours has 136), so only the order of the learners is comparable:", "",
             "| learner | task | before adaptation | adapted (transductive) | adapted (support statistics) | test tasks "
             "| iterations | wall time | peak memory | published (full Omniglot) | files |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", *lines, "",
