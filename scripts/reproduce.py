@@ -150,7 +150,7 @@ def config_changes(row: Row, saved: Path) -> list[str]:
 
 
 def state(row: Row) -> tuple[str, int]:
-    """("done" | "in progress" | "to do", iterations reached)."""
+    """("done" | "in progress" | "to do" | "changed", iterations reached)."""
     status, iteration, _ = progress(row)
     return status, iteration
 
