@@ -106,20 +106,13 @@ COMMANDS = {"fewshot": "omniglot", "maml-rl": "maml_paper", "fisher": "fisher"}
 LAUNCH_KEYS = ("config", "run_dir", "resume", "device", "train.time_limit_s", "train.iterations", "log.")
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
-    return out
-
-
 def _settings(data: dict) -> dict | None:
     """A config mapping resolved against today's defaults and flattened (None: not a config this code reads)."""
     from metarl.core.errors import ConfigError
-    from metarl.run.config import Config, from_dict, to_dict
+    from metarl.run.config import Config, flatten_dict, from_dict, to_dict
 
     try:
-        flat = _flat(to_dict(from_dict(Config, data)))
+        flat = flatten_dict(to_dict(from_dict(Config, data)))
     except (ConfigError, TypeError):
         return None
     return {k: v for k, v in flat.items() if not any(k == key or (key.endswith(".") and k.startswith(key))
@@ -131,18 +124,14 @@ def config_changes(row: Row, saved: Path) -> list[str]:
     run or result was trained with): ['task.options.train_ways: unset -> 60', ...]; [] when they agree or
     either cannot be read."""
     from metarl.run.cli import option_value
-    from metarl.run.config import read_yaml
+    from metarl.run.config import merge_dicts, nest_dict, read_yaml
 
     if not saved.is_file():
         return []
-    data = read_yaml(ROOT / row.config)
-    for flag, value in zip(row.overrides[::2], row.overrides[1::2]):
-        *path, key = flag.removeprefix("--").split(".")
-        node = data
-        for part in path:
-            node = node.setdefault(part, {})
-        node[key] = option_value(value)
-    now, then = _settings(data), _settings(read_yaml(saved))
+    overrides = {flag.removeprefix("--"): option_value(value)
+                 for flag, value in zip(row.overrides[::2], row.overrides[1::2])}
+    now = _settings(merge_dicts(read_yaml(ROOT / row.config), nest_dict(overrides)))
+    then = _settings(read_yaml(saved))
     if now is None or then is None:
         return []
     return [f"{k}: {then.get(k, 'unset')} -> {now.get(k, 'unset')}" for k in sorted(set(now) | set(then))

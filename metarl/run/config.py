@@ -426,6 +426,26 @@ def load_yaml(path: str | Path, cls: type = Config) -> Any:
     return from_dict(cls, read_yaml(path))
 
 
+def flatten_dict(d: dict, keep: tuple[str, ...] = (), prefix: str = "") -> dict[str, Any]:
+    """A nested config mapping as {"section.key": value}; mappings under a key in `keep` stay whole values."""
+    out = {}
+    for k, v in d.items():
+        out.update(flatten_dict(v, keep, f"{prefix}{k}.") if isinstance(v, dict) and k not in keep else {prefix + k: v})
+    return out
+
+
+def nest_dict(flat: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of flatten_dict: {"section.key": value} as nested mappings."""
+    out: dict[str, Any] = {}
+    for path, v in flat.items():
+        *parents, last = path.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = v
+    return out
+
+
 def merge_dicts(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():

@@ -6,6 +6,7 @@ import warnings
 from typing import Any
 
 from metarl.core.errors import CheckpointError
+from metarl.run.config import flatten_dict, nest_dict
 
 
 # metarl 0.1 meta-RL config key -> its place in the one schema
@@ -27,28 +28,10 @@ _ALWAYS = ("task.name", "learner.algo", "outer.optimizer")
 _SUPERVISED_MOVED = {f"train.{k}": f"outer.{k}" for k in ("optimizer", "lr", "lr_decay", "grad_clip")}
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "options" else {prefix + k: v})
-    return out
-
-
-def _nest(flat: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for path, v in flat.items():
-        *parents, last = path.split(".")
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = v
-    return out
-
-
 def upgrade(state: dict[str, Any], format: int) -> dict[str, Any]:
     """A metarl 0.1 checkpoint in FORMAT: config keys moved to the one schema, Meta-SGD step sizes of
     meta-RL runs from "theta" entries "log_inner_lr.<name>" to their own group."""
-    old = _flatten(state["config"])
+    old = flatten_dict(state["config"], keep=("options",))
     if "env.name" in old:  # the meta-RL stack
         new = {_RL_KEYS[k]: v for k, v in old.items() if k in _RL_KEYS}
         new.update({k: v for k, v in old.items() if k.split(".")[0] in ("log", "seed", "device", "run_dir", "name")})
@@ -78,16 +61,16 @@ def _without_unused(flat: dict[str, Any]) -> dict[str, Any]:
     from metarl.core.errors import ConfigError
     from metarl.run.config import Config, from_dict, to_dict
 
-    defaults = _flatten(to_dict(Config()))
+    defaults = flatten_dict(to_dict(Config()), keep=("options",))
     try:
-        from_dict(Config, _nest(flat))
+        from_dict(Config, nest_dict(flat))
     except ConfigError as e:
         raise CheckpointError(f"a metarl 0.1 checkpoint whose config cannot be upgraded ({e})") from None
     kept = {k: v for k, v in flat.items() if k not in defaults or v != defaults[k] or k in _ALWAYS}
     while True:  # drop, one at a time, each key the run would ignore (0.1 configs listed them all)
         try:
-            from_dict(Config, _nest(kept)).validate()
-            return _nest(kept)
+            from_dict(Config, nest_dict(kept)).validate()
+            return nest_dict(kept)
         except ConfigError as e:
             key = str(e).split(" ", 1)[0]
             if " is not used with " not in str(e) or key not in kept or key in _ALWAYS:
