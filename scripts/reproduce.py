@@ -140,28 +140,31 @@ def config_changes(row: Row, saved: Path) -> list[str]:
 
 def state(row: Row) -> tuple[str, int]:
     """("done" | "in progress" | "to do" | "changed", iterations reached)."""
-    status, iteration, _ = progress(row)
+    status, iteration, _, _ = progress(row)
     return status, iteration
 
 
-def progress(row: Row) -> tuple[str, int, float]:
-    """state() and the training seconds the run in progress has spent so far (0 otherwise). "changed": the
-    row's config no longer says what its results or its run in progress were trained with (config_changes)."""
+def progress(row: Row) -> tuple[str, int, float, list[str]]:
+    """state(), the training seconds the run in progress has spent so far (0 otherwise) and, when "changed"
+    (the row's config no longer says what its results or its run in progress were trained with), how
+    (config_changes)."""
     files = [row.results / f for f in ("record.json", "eval.json", *TABLES[row.table].extra)]
     if all(f.is_file() for f in files):
         done = json.loads((row.results / "eval.json").read_text()).get("iteration", 0)
-        if config_changes(row, row.results / "config.yaml"):
-            return "changed", done, 0.0
+        changes = config_changes(row, row.results / "config.yaml")
+        if changes:
+            return "changed", done, 0.0, changes
         if done >= row.iterations:
-            return "done", done, 0.0
+            return "done", done, 0.0, []
     checkpoint = row.run_dir / "checkpoint.pt"
     if checkpoint.is_file():
         from metarl.run.checkpoint import load_checkpoint
 
         saved = load_checkpoint(checkpoint)
-        status = "changed" if config_changes(row, row.run_dir / "config.yaml") else "in progress"
-        return status, int(saved["iteration"]), float(saved.get("elapsed_s", 0.0))
-    return "to do", 0, 0.0
+        changes = config_changes(row, row.run_dir / "config.yaml")
+        status = "changed" if changes else "in progress"
+        return status, int(saved["iteration"]), float(saved.get("elapsed_s", 0.0)), changes
+    return "to do", 0, 0.0, []
 
 
 def last_pace(run_dir: Path) -> float | None:
@@ -271,10 +274,8 @@ def main() -> None:
         raise SystemExit(f"error: no row {sorted(unknown)[0]!r} in {a.table}; rows: {', '.join(r.name for r in table.rows)}")
     segments = 0
     for row in rows:
-        status, iteration, elapsed = progress(row)
+        status, iteration, elapsed, changes = progress(row)
         line = f"{row.name:<16} {status:<12} {iteration:>6} / {row.iterations:<6} {row.config}"
-        changes = (config_changes(row, row.results / "config.yaml") or config_changes(row, row.run_dir / "config.yaml")
-                   if status == "changed" else [])
         if changes:
             line += f"   (config changed since trained: {'; '.join(changes)})"
         if a.dry_run:
