@@ -61,12 +61,13 @@ def _terms_cell(metrics: dict) -> str:
 
 
 def maml_paper_table(results: Path = ROOT / "results") -> list[str]:
-    rows = []
+    rows, hours = [], 0.0
     for name, env, published, source in MAML_PAPER:
         files = _row_files(results / "maml_paper" / name)
         if files is None:
             continue
         record, summary, metrics = files
+        hours += _wall_h(record)
         ret = summary["return"]
         cells = ", ".join(f"{m:.1f} ± {c:.1f}" for m, c in zip(ret["mean"], ret["ci95"]))
         clears = ret["mean"][1] - ret["ci95"][1] > ret["mean"][0] + ret["ci95"][0]
@@ -84,6 +85,7 @@ def maml_paper_table(results: Path = ROOT / "results") -> list[str]:
             "| env | iterations | test tasks | return after 0, 1, 2, 3 steps | step 1 above step 0 beyond both CIs "
             "| episode length; reward terms | published | wall time | files |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |", *rows, "",
+            f"The {len(rows)} of {len(MAML_PAPER)} rows recorded took {hours:.1f} h of training and evaluation in all.", "",
             *([f"![MAML-RL: return before and after adaptation per iteration](results/maml_paper/{chart.name})", ""]
               if chart.is_file() else [])]
 
