@@ -67,13 +67,14 @@ def maml_paper_table(results: Path = ROOT / "results") -> list[str]:
         if files is None:
             continue
         record, summary, metrics = files
-        hours += _wall_h(record)
+        wall_h = _wall_h(record)
+        hours += wall_h
         ret = summary["return"]
         cells = ", ".join(f"{m:.1f} ± {c:.1f}" for m, c in zip(ret["mean"], ret["ci95"]))
         clears = ret["mean"][1] - ret["ci95"][1] > ret["mean"][0] + ret["ci95"][0]
         pub = " / ".join(f"{x:+.1f}" for x in published) + f" ({source})" if published else source
         rows.append(f"| {env} | {summary.get('iteration', '')} | {summary['num_tasks']} | {cells} | "
-                    f"{'yes' if clears else 'no'} | {_terms_cell(metrics)} | {pub} | {_wall_h(record):.1f} h "
+                    f"{'yes' if clears else 'no'} | {_terms_cell(metrics)} | {pub} | {wall_h:.1f} h "
                     f"| `results/maml_paper/{name}/` |")
     if not rows:
         return []
