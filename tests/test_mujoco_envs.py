@@ -115,6 +115,14 @@ def test_batched_equals_single_exactly_with_the_papers_terms(name, backend):
     run_pair(name, backend, H=25, terms="maml_paper")
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_batched_equals_single_exactly_on_rllabs_ant_physics(backend):
+    batched, _ = run_pair("AntDir", backend, H=25, terms="maml_paper", model="rllab")
+    single = gym.make("metarl/AntDir-v0", terms="maml_paper", model="rllab").unwrapped
+    np.testing.assert_array_equal(batched.init_qpos, single.init_qpos)  # rllab's pose is the reset's mean here too
+    assert batched.dt == single.dt == 0.02
+
+
 def world_masses(env):
     if env.backend == "cpu-batch":
         return env.engine.batch.expanded("body_mass")

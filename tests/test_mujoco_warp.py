@@ -118,6 +118,24 @@ def test_randomised_dynamics_match_world_by_world_from_the_first_step(name):
     assert float(first.max()) <= TOL * (1 + float(r["obs_c"][0].abs().amax())), first.max()
 
 
+def test_rllabs_ant_physics_reach_the_warp_model():
+    """model rllab edits the compiled model (timestep, contact impedance, qpos0): the Warp copy has the edits, and
+    its first step agrees with the CPU backend's from the same start."""
+    dist = envs.make_distribution("AntDir", terms="maml_paper", model="rllab")
+    tasks = dist.sample(2, torch.Generator().manual_seed(0))
+    cpu = BatchedMujocoEnv(dist, 2, 2, 5, backend="cpu-threads", dtype=torch.float64, num_threads=1)
+    warp = BatchedMujocoEnv(dist, 2, 2, 5, backend="warp", device="cpu", dtype=torch.float64)
+    m = warp.engine.m
+    assert float(m.opt.timestep.numpy().ravel()[0]) == pytest.approx(0.02, rel=1e-6)  # float32
+    np.testing.assert_allclose(m.qpos0.numpy().reshape(-1, 15)[0], cpu.init_qpos, atol=1e-7)
+    np.testing.assert_allclose(m.geom_solimp.numpy().reshape(-1, 5)[0], [0.8, 0.8, 0.01, 0.5, 2.0], atol=1e-7)
+    cpu.reset(seed=1, options={"tasks": tasks})
+    warp.reset(options={"tasks": tasks, "init_qpos": cpu.engine.qpos.copy(), "init_qvel": cpu.engine.qvel.copy()})
+    a = torch.zeros(4, cpu.nu)
+    oc, ow = cpu.step(a)[0], warp.step(a)[0].cpu().double()
+    torch.testing.assert_close(ow, oc, rtol=TOL, atol=TOL * (1 + float(oc.abs().max())))
+
+
 def test_a_maml_trpo_iteration_runs_on_the_warp_backend(tmp_path):
     """One meta-iteration of MAML-TRPO on HalfCheetahVel, rl.backend warp (Warp's CPU device here), through the
     same sampler and trainer as every other run."""

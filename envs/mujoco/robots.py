@@ -12,7 +12,13 @@ terms "maml_paper" (HalfCheetah, Ant): the terms of rllab's envs that the MAML p
                reward forward - 0.005 |a|^2 - 0.0005 |clip(cfrc_ext)|^2 + 0.05; ends unless 0.2 <= z <= 1
   both         velocity: the torso's centre of mass at the step's end (rllab's get_body_comvel), read after an
                mj_forward of the new state (as rllab's forward_dynamics does); reset noise qpos + N(0, 0.01),
-               qvel + N(0, 0.1)
+               qvel + N(0, 0.1); the control cost of the action clipped to [-1, 1] (rllab's `normalize` wrapper
+               clips the rescaled action before the env prices it)
+
+model "rllab" (Ant, with the paper's terms): rllab's Ant physics on v5's ant.xml, whose geometry, masses and
+joints are rllab's: one RK4 step of 0.02 s per action (v5: 5 of 0.01 s), rllab's softer contacts (geom solimp
+0.8 0.8 0.01) and rllab's initial pose (the file's `init_qpos` numeric: torso at z 0.55, ankles flexed, which v5
+ignores for qpos0). rllab's actions in +-150 on gear-1 motors, normalised to +-1, equal v5's +-1 on gear 150.
 
 The functions accept numpy arrays (CPU backends, single env) or torch tensors (the MuJoCo Warp backend,
 on the GPU) and use the matching namespace. No mujoco import here: `load_model` imports it when called.
@@ -20,7 +26,7 @@ on the GPU) and use the matching namespace. No mujoco import here: `load_model` 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -57,6 +63,10 @@ class Robot:
     cfrc_from_body: int = 1  # v5 leaves the world body's (zero) contact forces out of the observation; rllab not
     obs_xmat: bool = False  # the main body's orientation matrix in the observation (rllab's Ant)
     obs_com: bool = False  # the main body's subtree centre of mass in the observation (rllab)
+    model: str = "v5"  # the physics: v5's model file as it is, or with the edits below ("rllab")
+    timestep: float | None = None  # the integrator's step instead of the file's
+    solimp: tuple[float, ...] | None = None  # every geom's contact impedance instead of the file's
+    init_pose: str | None = None  # the model file's <numeric> whose data become qpos0 (reset's mean state)
 
     @property
     def xml_path(self) -> str:
@@ -78,19 +88,28 @@ _PAPER = dict(terms="maml_paper", qvel_noise="rllab", velocity_from="com", refre
 HALF_CHEETAH_PAPER = Robot("half_cheetah", "half_cheetah.xml", 5, 0.0, skipped_qpos=1, qvel_clip=None,
                            ctrl_cost_weight=0.05, ctrl_clip=True, **_PAPER)
 ANT_PAPER = Robot("ant", "ant.xml", 5, 0.0, skipped_qpos=0, qvel_clip=None, ctrl_cost_weight=0.005,
-                  healthy_reward=0.05, survive_always=True, contact_cost_weight=5e-4, cfrc_in_obs=True,
+                  ctrl_clip=True, healthy_reward=0.05, survive_always=True, contact_cost_weight=5e-4, cfrc_in_obs=True,
                   cfrc_from_body=0, obs_xmat=True, terminates=True, **_PAPER)
-ROBOTS = {(r.name, r.terms): r for r in (HALF_CHEETAH, ANT, HOPPER, WALKER2D, HALF_CHEETAH_PAPER, ANT_PAPER)}
+ANT_PAPER_RLLAB = replace(ANT_PAPER, frame_skip=1, model="rllab", timestep=0.02, solimp=(0.8, 0.8, 0.01, 0.5, 2.0),
+                          init_pose="init_qpos")
+ROBOTS = {(r.name, r.terms, r.model): r
+          for r in (HALF_CHEETAH, ANT, HOPPER, WALKER2D, HALF_CHEETAH_PAPER, ANT_PAPER, ANT_PAPER_RLLAB)}
 TERMS = ("v5", "maml_paper")
+MODELS = ("v5", "rllab")
 
 
-def robot(name: str, terms: str = "v5") -> Robot:
-    if (name, terms) not in ROBOTS:
-        names = sorted({n for n, _ in ROBOTS})
+def robot(name: str, terms: str = "v5", model: str = "v5") -> Robot:
+    if (name, terms, model) not in ROBOTS:
+        names = sorted({n for n, _, _ in ROBOTS})
         if name not in names:
             raise KeyError(f"unknown robot {name!r}; known: {', '.join(names)}")
-        raise ValueError(f"terms {terms!r} is not defined for {name}: {', '.join(t for n, t in ROBOTS if n == name)}")
-    return ROBOTS[(name, terms)]
+        if (name, terms, "v5") not in ROBOTS:
+            raise ValueError(f"terms {terms!r} is not defined for {name}: "
+                             f"{', '.join(t for n, t, m in ROBOTS if n == name and m == 'v5')}")
+        defined = [f"{m} (terms {t})" for n, t, m in ROBOTS if n == name and m != "v5"]
+        raise ValueError(f"model {model!r} with terms {terms!r} is not defined for {name}; "
+                         f"other models: {', '.join(defined) or 'none'}")
+    return ROBOTS[(name, terms, model)]
 
 
 def route_mujoco_warnings() -> None:
@@ -105,11 +124,23 @@ def route_mujoco_warnings() -> None:
 
 
 def load_model(r: Robot):
-    """The robot's MjModel, compiled from Gymnasium's asset."""
+    """The robot's MjModel, compiled from Gymnasium's asset with the robot's edits (timestep, contact impedance,
+    initial pose)."""
     import mujoco
 
     route_mujoco_warnings()
-    return mujoco.MjModel.from_xml_path(r.xml_path)
+    if r.timestep is None and r.solimp is None and r.init_pose is None:
+        return mujoco.MjModel.from_xml_path(r.xml_path)
+    spec = mujoco.MjSpec.from_file(r.xml_path)
+    if r.timestep is not None:
+        spec.option.timestep = r.timestep
+    if r.solimp is not None:
+        for geom in spec.geoms:
+            geom.solimp = list(r.solimp)
+    m = spec.compile()
+    if r.init_pose is not None:
+        m.qpos0[:] = m.numeric(r.init_pose).data
+    return m
 
 
 def observation_size(r: Robot, nq: int, nv: int, nbody: int) -> int:
@@ -154,7 +185,7 @@ def extra_fields(r: Robot) -> tuple[str, ...]:
 
 def control_cost(r: Robot, action: np.ndarray) -> np.ndarray:
     """(N,) in the action's dtype (float32 actions give a float32 cost, as in Gymnasium). The control range of
-    both robots is [-1, 1]: rllab's Ant divides by its half-width (1), its HalfCheetah clips to it."""
+    both robots is [-1, 1]: rllab's `normalize` clips the action to it (its Ant then divides by the half-width)."""
     ns = xp(action)
     a = ns.clip(action, -1.0, 1.0) if r.ctrl_clip else action
     return r.ctrl_cost_weight * ns.sum(ns.square(a), axis=1)

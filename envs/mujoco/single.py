@@ -1,6 +1,6 @@
 """Single Gymnasium envs of the MuJoCo task distributions (registered as metarl/<Name>-v0, H = 200).
 
-Each is Gymnasium's `MujocoEnv` on the v5 model, with v5's reset noise, observation and reward terms (from
+Each is Gymnasium's `MujocoEnv` on the v5 model (or rllab's Ant physics, option model="rllab"), with v5's reset noise, observation and reward terms (from
 `envs.mujoco.robots`) and the task's forward term or physics (from `envs.mujoco.tasks`). The task comes from
 `task=` at construction or `reset(options={"task": ...})`; when neither is given, reset draws one from the
 task distribution with a generator seeded from the env's own seeded RNG.
@@ -27,8 +27,9 @@ class MujocoTaskEnv(MujocoEnv):
     task_distribution: type[T.MujocoTasks] = T.MujocoTasks
 
     def __init__(self, task: TaskBatch | dict[str, Any] | None = None, split: Split = "train",
-                 render_mode: str | None = None, terms: str = "v5", **kwargs: Any):
-        self.tasks = self.task_distribution(**({"terms": terms} if terms != "v5" else {}))
+                 render_mode: str | None = None, terms: str = "v5", model: str = "v5", **kwargs: Any):
+        options = {k: v for k, v in (("terms", terms), ("model", model)) if v != "v5"}
+        self.tasks = self.task_distribution(**options)
         self.robot = self.tasks.robot
         R.route_mujoco_warnings()
         MujocoEnv.__init__(self, self.robot.xml_path, self.robot.frame_skip, observation_space=None,
@@ -41,6 +42,13 @@ class MujocoTaskEnv(MujocoEnv):
         self._reset_task: TaskBatch | dict[str, Any] | None = None
         self.task: dict[str, np.ndarray] | None = None
         self._default_fields = {f: getattr(self.model, f).copy() for f in T.RAND_FIELDS}
+
+    def _initialize_simulation(self):
+        """The robot's model with its edits (`robots.load_model`), not the bare file Gymnasium would load."""
+        model = R.load_model(self.robot)
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)  # as Gymnasium's: render size
+        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
+        return model, mujoco.MjData(model)
 
     def _set_task(self, task: TaskBatch | dict[str, Any]) -> None:
         params = self.tasks.params_numpy(task, n=1)

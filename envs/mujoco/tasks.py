@@ -14,6 +14,8 @@ Option terms "maml_paper" (HalfCheetah and Ant families; envs.mujoco.robots): th
 noise and observation of the rllab envs the MAML paper's figures came from, with their forward terms: velocity
 and direction from the torso's centre of mass; AntVel forward = 1 - |v_x - v*| (rllab: "make it happy, not
 suicidal"); AntGoal forward = 4 - |xy - g|_1 (rllab's), xy the torso's subtree centre of mass.
+Option model "rllab" (Ant families, with terms maml_paper): rllab's Ant physics (timestep, contacts, initial
+pose; envs.mujoco.robots) instead of v5's.
 
 Splits: continuous parameters use the checkerboard split of `envs.base` (train and test cover the whole
 range, disjoint). The direction tasks have only two tasks, so both splits hold both directions, as in the
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 
 from envs.base import Split, TaskBatch, TaskDistribution, check_positive, check_split, checkerboard_split
-from envs.mujoco.robots import TERMS, Robot, robot, xp
+from envs.mujoco.robots import MODELS, TERMS, Robot, robot, xp
 
 HORIZON = 200
 RAND_FIELDS = ("body_mass", "body_inertia", "dof_damping", "geom_friction")
@@ -45,17 +47,20 @@ class MujocoTasks(TaskDistribution):
     #: True when tasks change the physics (per-world model fields) rather than the reward.
     randomises_dynamics = False
 
-    def __init__(self, split_cells: int = 8, terms: str = "v5", dtype: torch.dtype = torch.float32):
+    def __init__(self, split_cells: int = 8, terms: str = "v5", dtype: torch.dtype = torch.float32,
+                 model: str = "v5"):
         check_positive(split_cells=split_cells)
         if terms not in TERMS:
             raise ValueError(f"terms must be one of {', '.join(TERMS)}, got {terms!r}")
-        self.split_cells, self.terms, self.dtype = split_cells, terms, dtype
+        if model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
+        self.split_cells, self.terms, self.model, self.dtype = split_cells, terms, model, dtype
         if self.robot_name:  # a combination the robots do not define fails here, when the options are read
-            robot(self.robot_name, terms)
+            robot(self.robot_name, terms, model)
 
     @property
     def robot(self) -> Robot:
-        return robot(self.robot_name, self.terms)
+        return robot(self.robot_name, self.terms, self.model)
 
     @property
     def paper(self) -> bool:
@@ -101,8 +106,8 @@ class _VelocityTasks(MujocoTasks):
     paper_offset = 0.0
 
     def __init__(self, split_cells: int = 8, velocity_offset: float = 0.0, terms: str = "v5",
-                 dtype: torch.dtype = torch.float32):
-        super().__init__(split_cells, terms, dtype)
+                 dtype: torch.dtype = torch.float32, model: str = "v5"):
+        super().__init__(split_cells, terms, dtype, model)
         if not math.isfinite(velocity_offset):
             raise ValueError(f"velocity_offset must be a finite number, got {velocity_offset}")
         if velocity_offset and self.paper:
