@@ -108,9 +108,22 @@ def omniglot_table() -> list[str]:
             "characters: ours has 136), so only the order of the learners is comparable:", "",
             "| learner | task | before adaptation | adapted (transductive) | adapted (support statistics) | test tasks "
             "| iterations | wall time | peak memory | published (full Omniglot) | files |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", *lines, "",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", *lines, "", *fewshot_total(rows),
             *(["![accuracy against wall time](results/omniglot/fewshot.png)", ""]
               if (ROOT / "results" / "omniglot" / "fewshot.png").is_file() else [])]
+
+
+def fewshot_total(rows: list[dict]) -> list[str]:
+    """A line with the wall time of the `reproduce.py fewshot` rows recorded so far, and the rows still to run."""
+    from reproduce import FEWSHOT
+
+    names = [row.name for row in FEWSHOT]
+    done = [r for r in rows if r["dir"].name in names]
+    todo = [n for n in names if n not in {r["dir"].name for r in done}]
+    hours = sum(r["wall_s"] for r in done) / 3600
+    left = f"; still to run: {', '.join(todo)}" if todo else ""
+    return [f"The {len(done)} of {len(names)} rows of `scripts/reproduce.py fewshot` recorded took {hours:.1f} h of "
+            f"training and evaluation in all{left}.", ""]
 
 
 def omniglot_chart(path: Path) -> Path | None:
