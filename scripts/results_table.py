@@ -119,7 +119,8 @@ def fewshot_total(rows: list[dict]) -> list[str]:
 
     names = [row.name for row in FEWSHOT]
     done = [r for r in rows if r["dir"].name in names]
-    todo = [n for n in names if n not in {r["dir"].name for r in done}]
+    recorded = {r["dir"].name for r in done}
+    todo = [n for n in names if n not in recorded]
     hours = sum(r["wall_s"] for r in done) / 3600
     left = f"; still to run: {', '.join(todo)}" if todo else ""
     return [f"The {len(done)} of {len(names)} rows of `scripts/reproduce.py fewshot` recorded took {hours:.1f} h of "

@@ -9,11 +9,11 @@ terms "maml_paper" (HalfCheetah, Ant): the terms of rllab's envs that the MAML p
 (cbfinn/maml_rl, rllab/envs/mujoco/{half_cheetah,ant}_env_rand*.py), on v5's models and frame skips:
   HalfCheetah  obs (qpos[1:], qvel, torso subtree com); reward forward - 0.05 |clip(a)|^2; no termination
   Ant          obs (qpos, qvel, clip(cfrc_ext, -1, 1) of every body, torso xmat, torso subtree com);
-               reward forward - 0.005 |a|^2 - 0.0005 |clip(cfrc_ext)|^2 + 0.05; ends unless 0.2 <= z <= 1
+               reward forward - 0.005 |clip(a)|^2 - 0.0005 |clip(cfrc_ext)|^2 + 0.05; ends unless 0.2 <= z <= 1
   both         velocity: the torso's centre of mass at the step's end (rllab's get_body_comvel), read after an
                mj_forward of the new state (as rllab's forward_dynamics does); reset noise qpos + N(0, 0.01),
-               qvel + N(0, 0.1); the control cost of the action clipped to [-1, 1] (rllab's `normalize` wrapper
-               clips the rescaled action before the env prices it)
+               qvel + N(0, 0.1); clip(a) to [-1, 1] because rllab's `normalize` wrapper clips the rescaled action
+               before the env prices it
 
 model "rllab" (Ant, with the paper's terms): rllab's Ant physics on v5's ant.xml, whose geometry, masses and
 joints are rllab's: one RK4 step of 0.02 s per action (v5: 5 of 0.01 s), rllab's softer contacts (geom solimp

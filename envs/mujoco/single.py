@@ -1,9 +1,9 @@
 """Single Gymnasium envs of the MuJoCo task distributions (registered as metarl/<Name>-v0, H = 200).
 
-Each is Gymnasium's `MujocoEnv` on the v5 model (or rllab's Ant physics, option model="rllab"), with v5's reset noise, observation and reward terms (from
-`envs.mujoco.robots`) and the task's forward term or physics (from `envs.mujoco.tasks`). The task comes from
-`task=` at construction or `reset(options={"task": ...})`; when neither is given, reset draws one from the
-task distribution with a generator seeded from the env's own seeded RNG.
+Each is Gymnasium's `MujocoEnv` on the v5 model (or rllab's Ant physics, option model="rllab"), with v5's reset
+noise, observation and reward terms (from `envs.mujoco.robots`) and the task's forward term or physics (from
+`envs.mujoco.tasks`). The task comes from `task=` at construction or `reset(options={"task": ...})`; when
+neither is given, reset draws one from the task distribution with a generator seeded from the env's own seeded RNG.
 """
 from __future__ import annotations
 
