@@ -61,10 +61,11 @@ def _terms_cell(metrics: dict) -> str:
 
 
 def maml_paper_table(results: Path = ROOT / "results") -> list[str]:
-    rows, hours = [], 0.0
+    rows, hours, todo = [], 0.0, []
     for name, env, published, source in MAML_PAPER:
         files = _row_files(results / "maml_paper" / name)
         if files is None:
+            todo.append(name)
             continue
         record, summary, metrics = files
         wall_h = _wall_h(record)
@@ -86,7 +87,8 @@ def maml_paper_table(results: Path = ROOT / "results") -> list[str]:
             "| env | iterations | test tasks | return after 0, 1, 2, 3 steps | step 1 above step 0 beyond both CIs "
             "| episode length; reward terms | published | wall time | files |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |", *rows, "",
-            f"The {len(rows)} of {len(MAML_PAPER)} rows recorded took {hours:.1f} h of training and evaluation in all.", "",
+            f"The {len(rows)} of {len(MAML_PAPER)} rows recorded took {hours:.1f} h of training and evaluation in all"
+            + (f"; still to run: {', '.join(todo)}." if todo else "."), "",
             *([f"![MAML-RL: return before and after adaptation per iteration](results/maml_paper/{chart.name})", ""]
               if chart.is_file() else [])]
 
