@@ -156,7 +156,11 @@ def _compare_two_ranks_with_one_process(names, tmp_path, moved=True):
         assert [sorted(r) for r in dist_log] == [sorted(r) for r in single_log] and dist_log, name
         for a, b in zip(dist_log, single_log):
             for k in a:
-                assert a[k] == pytest.approx(b[k], rel=1e-8, abs=1e-10), (name, k, a[k], b[k])
+                # the adapted policies agree to rounding (tasks vmapped 2 at a time, not 4), which contact dynamics
+                # amplify in their episodes (~1e-5 on MKL's AVX-512 kernels): so in the returns after adaptation and
+                # the outer gradient taken on them; a rank-local mean would differ by percents
+                rel = 1e-4 if k.endswith("_post") or k == "train/grad_norm" else 1e-8
+                assert a[k] == pytest.approx(b[k], rel=rel, abs=1e-10), (name, k, a[k], b[k])
 
 
 def test_torchrun_launches_the_meta_rl_config_on_cpu(tmp_path):
