@@ -60,6 +60,14 @@ def _terms_cell(metrics: dict) -> str:
     return cell + "; " + ", ".join(f"{k} {v:+.0f}" for k, v in sorted(terms.items())) if terms else cell
 
 
+def table_total(table: str, recorded: int, todo: list[str], hours: float) -> list[str]:
+    """The line under a `scripts/reproduce.py <table>` table: the wall time of its rows recorded so far, and the rows
+    still to run."""
+    left = f"; still to run: {', '.join(todo)}" if todo else ""
+    return [f"The {recorded} of {recorded + len(todo)} rows of `scripts/reproduce.py {table}` recorded took "
+            f"{hours:.1f} h of training and evaluation in all{left}.", ""]
+
+
 def maml_paper_table(results: Path = ROOT / "results") -> list[str]:
     rows, hours, todo = [], 0.0, []
     for name, env, published, source in MAML_PAPER:
@@ -87,8 +95,7 @@ def maml_paper_table(results: Path = ROOT / "results") -> list[str]:
             "| env | iterations | test tasks | return after 0, 1, 2, 3 steps | step 1 above step 0 beyond both CIs "
             "| episode length; reward terms | published | wall time | files |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |", *rows, "",
-            f"The {len(rows)} of {len(MAML_PAPER)} rows recorded took {hours:.1f} h of training and evaluation in all"
-            + (f"; still to run: {', '.join(todo)}." if todo else "."), "",
+            *table_total("maml-rl", len(rows), todo, hours),
             *([f"![MAML-RL: return before and after adaptation per iteration](results/maml_paper/{chart.name})", ""]
               if chart.is_file() else [])]
 

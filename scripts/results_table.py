@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from metarl.algorithms import ALGORITHMS, DEFAULT  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_rl import fisher_chart, fisher_table, maml_paper_chart, maml_paper_table  # noqa: E402
+from results_rl import fisher_chart, fisher_table, maml_paper_chart, maml_paper_table, table_total  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -114,17 +114,14 @@ def omniglot_table() -> list[str]:
 
 
 def fewshot_total(rows: list[dict]) -> list[str]:
-    """A line with the wall time of the `reproduce.py fewshot` rows recorded so far, and the rows still to run."""
+    """`table_total` for the `reproduce.py fewshot` rows among the Omniglot results."""
     from reproduce import FEWSHOT
 
     names = [row.name for row in FEWSHOT]
     done = [r for r in rows if r["dir"].name in names]
     recorded = {r["dir"].name for r in done}
     todo = [n for n in names if n not in recorded]
-    hours = sum(r["wall_s"] for r in done) / 3600
-    left = f"; still to run: {', '.join(todo)}" if todo else ""
-    return [f"The {len(done)} of {len(names)} rows of `scripts/reproduce.py fewshot` recorded took {hours:.1f} h of "
-            f"training and evaluation in all{left}.", ""]
+    return table_total("fewshot", len(done), todo, sum(r["wall_s"] for r in done) / 3600)
 
 
 def omniglot_chart(path: Path) -> Path | None:
