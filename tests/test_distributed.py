@@ -304,6 +304,28 @@ def test_a_hung_rank_ends_the_run_with_one_line_naming_it_and_the_iteration(tmp_
                      line), line
 
 
+def test_sigterm_to_torchrun_stops_every_rank_after_the_same_iteration_with_its_checkpoint(tmp_path):
+    """A scheduler's preemption: torchrun passes SIGTERM on to its workers, which finish the iteration and stop
+    together with its checkpoint (none is due before iteration 1000: without the clean stop there would be none)."""
+    import json
+    import signal
+    import time
+
+    args = [*NAV_TINY, "--train.iterations", "100000", "--train.checkpoint_every", "1000"]
+    proc = _launch_two(args, tmp_path / "run", "metarl-term")
+    metrics, deadline = tmp_path / "run" / "metrics.jsonl", time.time() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 3) and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    from metarl.run.checkpoint import load_checkpoint
+
+    logged = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert load_checkpoint(tmp_path / "run")["iteration"] == logged[-1] >= 3, err[-3000:]
+    assert err.count(f"stopped at iteration {logged[-1]} on SIGTERM") == 2, err[-3000:]
+
+
 def _run_and_note_the_exit(rank, world, port, tmp):
     import time
 

@@ -312,3 +312,30 @@ def test_ctrl_c_lets_a_recorded_run_finish_its_own_shutdown(tmp_path):
     assert done.read_text() == "ok"
     assert proc.returncode == 130 and "interrupted, nothing recorded" in err
     assert not (tmp_path / "interrupted" / "record.json").exists()
+
+
+@pytest.mark.parametrize("target", ["process group", "wrapper alone"])
+def test_sigterm_to_a_recorded_run_stops_it_after_the_iteration_with_its_checkpoint(tmp_path, target):
+    """`kill -TERM -- -PGID` (a scheduler's preemption) or `kill PID` of scripts/record.py: either way the training
+    stops after its current iteration with a checkpoint of it (none is due before iteration 1000), record.py waits
+    for it, records nothing and exits 130; a run not stopped cleanly would leave no checkpoint at all."""
+    import signal
+
+    run_dir, results = tmp_path / "run", tmp_path / "results"
+    train = [sys.executable, "scripts/train.py", "--config", "configs/sinusoid_maml.yaml", "--run_dir", str(run_dir),
+             "--train.iterations", "100000", "--train.checkpoint_every", "1000", "--train.eval_every", "0", "--train.log_every", "1", *QUIET]
+    proc = subprocess.Popen([sys.executable, "scripts/record.py", "--name", "terminated", "--results", str(results),
+                             "--", *train], cwd=ROOT, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    metrics, deadline = run_dir / "metrics.jsonl", time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 3) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    if target == "process group":
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "terminated: interrupted, nothing recorded" in err, err[-2000:]
+    logged = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert load_checkpoint(run_dir)["iteration"] == logged[-1] >= 3
+    assert not (results / "terminated" / "record.json").exists()

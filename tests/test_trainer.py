@@ -161,14 +161,15 @@ def test_ctrl_c_names_the_checkpoint_that_survived_and_how_to_resume(tmp_path, m
     assert "--resume" in str(e.value) and load_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 5
 
 
-def ctrl_c_during(trainer, iteration, monkeypatch, times=1):
-    """Ctrl-C (a real SIGINT, `times` of them) while the trainer computes iteration `iteration` (1-based)."""
+def ctrl_c_during(trainer, iteration, monkeypatch, times=1, signum=signal.SIGINT):
+    """Ctrl-C (a real SIGINT, `times` of them; or another signal) while the trainer computes iteration `iteration`
+    (1-based)."""
     step = trainer.step
 
     def step_with_ctrl_c():
         if trainer.iteration == iteration - 1:
             for _ in range(times):
-                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signum)
         return step()
 
     monkeypatch.setattr(trainer, "step", step_with_ctrl_c)
@@ -192,6 +193,20 @@ def test_ctrl_c_stops_after_the_iteration_with_its_checkpoint_and_the_resumed_ru
     assert resumed.run()["iterations_run"] == 13
     for k, v in final_params(full).items():
         assert torch.equal(v, resumed.meta["theta"][k]), k
+
+
+def test_sigterm_stops_after_the_iteration_with_its_checkpoint_taking_copies_sent_together_as_one(tmp_path,
+                                                                                                  monkeypatch):
+    """`kill -TERM -- -PGID` reaches scripts/record.py and the run together, and record.py passes its copy on:
+    both are one request to stop after the iteration, not a first and a second."""
+    said = []
+    t = Trainer(small_config(tmp_path, checkpoint_every=5), said.append)
+    ctrl_c_during(t, 7, monkeypatch, times=3, signum=signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted, match="stopped at iteration 7 on SIGTERM, with its checkpoint") as e:
+        t.run()
+    assert e.value.exit_code == 143 and said[-1].startswith("SIGTERM: stopping after this iteration")
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 7
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_a_second_ctrl_c_interrupts_at_once_and_the_last_periodic_checkpoint_stays(tmp_path, monkeypatch):

@@ -46,6 +46,7 @@ class DistributedError(MetaRLError):
 
 
 class TrainingInterrupted(MetaRLError):
-    """Ctrl-C during training: says which checkpoint survived and how to continue."""
+    """Ctrl-C or SIGTERM during training: says which checkpoint survived and how to continue (exit 130; 143 when
+    stopped by SIGTERM)."""
 
     exit_code = 130

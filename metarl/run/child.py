@@ -1,29 +1,50 @@
-"""A child process (a training run under scripts/record.py or scripts/reproduce.py) that is let finish on Ctrl-C.
+"""A child process (a training run under scripts/record.py or scripts/reproduce.py) that is let finish on Ctrl-C
+or SIGTERM.
 
 subprocess.run kills its child when the parent is interrupted. A Ctrl-C reaches the whole foreground process
 group, so the training run got it too and is writing its checkpoint: killing it then loses the iterations since
 the last one. Here the parent waits for the child's own shutdown, reading its output meanwhile so that it never
-blocks on a full pipe, and is interrupted after it.
+blocks on a full pipe, and is interrupted after it. A SIGTERM may reach the parent alone (`kill PID`): it is
+passed on to the child (which takes copies that arrive together as one request), waited for the same way, and
+then ends the parent as a Ctrl-C does.
 """
 from __future__ import annotations
 
+import signal
 import subprocess
+import threading
 from pathlib import Path
 
 
 def run_child(cmd: list[str], cwd: str | Path | None = None, capture: bool = False) -> subprocess.CompletedProcess:
     """subprocess.run(cmd, cwd=cwd, capture_output=capture, text=True), except that on KeyboardInterrupt the child
-    is waited for (every further Ctrl-C too) before the interrupt is raised again."""
+    is waited for (every further Ctrl-C too) before the interrupt is raised again; a SIGTERM is passed on to the
+    child, waited for likewise, and then raised as KeyboardInterrupt."""
     pipe = subprocess.PIPE if capture else None
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=pipe, stderr=pipe, text=True)
+    terminated = []
+
+    def pass_on(signum, frame):
+        terminated.append(signum)
+        proc.send_signal(signal.SIGTERM)  # a no-op once the child has ended
+
+    previous = None
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        previous = signal.signal(signal.SIGTERM, pass_on)
     try:
-        out, err = proc.communicate()
-    except KeyboardInterrupt:
-        while True:
-            try:
-                proc.communicate()
-                break
-            except KeyboardInterrupt:
-                continue
-        raise
+        try:
+            out, err = proc.communicate()
+        except KeyboardInterrupt:
+            while True:
+                try:
+                    proc.communicate()
+                    break
+                except KeyboardInterrupt:
+                    continue
+            raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if terminated:
+        raise KeyboardInterrupt
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)

@@ -20,6 +20,7 @@ optimiser's state, the iteration, environment steps and training time; the data 
 """
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from metarl.run.config import Config, to_dict
 from metarl.run.evaluate import Evaluator, eval_metrics, format_summary
 from metarl.run.logger import make_logger
 from metarl.run.rundir import RunDir
-from metarl.run.stopping import StopOnCtrlC
+from metarl.run.stopping import StopOnSignal
 
 # Sections that must match between a checkpoint and the config that resumes it.
 _RESUME_MUST_MATCH = ("task", "model", "learner")
@@ -176,12 +177,17 @@ class Trainer:
         waited0 = self.group.collective_s
         headline = "return_post" if self.parts.family.is_rl else "meta_loss"
         try:
-            with StopOnCtrlC(write) as ctrl_c:
-                stopped = self._loop(logger, bar, t0, start, elapsed0, waited0, headline, ctrl_c)
+            with StopOnSignal(write) as stop_signal:
+                stopped = self._loop(logger, bar, t0, start, elapsed0, waited0, headline, stop_signal)
+                if stopped:  # saved with the handlers still in place: a copy of the same SIGTERM is not a second
+                    self.save()
             if stopped:
-                self.save()
-                raise TrainingInterrupted(f"stopped at iteration {self.iteration} on Ctrl-C, with its checkpoint "
-                                          f"{self.checkpoint_path}; continue with the same command plus --resume")
+                why = stop_signal.reason or "another rank's Ctrl-C or SIGTERM"
+                stopped_by = TrainingInterrupted(f"stopped at iteration {self.iteration} on {why}, with its checkpoint "
+                                                 f"{self.checkpoint_path}; continue with the same command plus --resume")
+                if stop_signal.reason == "SIGTERM":
+                    stopped_by.exit_code = 128 + signal.SIGTERM  # what a shell reports for a terminated process
+                raise stopped_by
             bar.close()
             if self.saved_iteration != self.iteration:
                 self.save()
@@ -219,8 +225,9 @@ class Trainer:
             logger.close()
 
     def _loop(self, logger, bar, t0: float, start: int, elapsed0: float, waited0: float, headline: str,
-              ctrl_c: StopOnCtrlC) -> bool:
-        """Iterations until train.iterations or the time limit; True when stopped by Ctrl-C (on any rank)."""
+              stop_signal: StopOnSignal) -> bool:
+        """Iterations until train.iterations or the time limit; True when stopped by Ctrl-C or SIGTERM (on any
+        rank)."""
         cfg, tc = self.cfg, self.cfg.train
         while self.iteration < tc.iterations:
             metrics = self.step()
@@ -236,8 +243,8 @@ class Trainer:
                             "time/iter_per_s": (it - start) / seconds}, step=it)
                 bar.set_postfix({headline: f"{metrics[headline]:.4g}"})
             # one collective per iteration: every rank stops after the same one (a second only to say why)
-            stop = self.group.any(ctrl_c.requested or bool(tc.time_limit_s) and seconds >= tc.time_limit_s)
-            if stop and self.group.any(ctrl_c.requested):
+            stop = self.group.any(stop_signal.requested or bool(tc.time_limit_s) and seconds >= tc.time_limit_s)
+            if stop and self.group.any(stop_signal.requested):
                 return True
             if it % tc.checkpoint_every == 0 or stop:
                 self.save()
