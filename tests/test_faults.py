@@ -323,7 +323,8 @@ def test_sigterm_to_a_recorded_run_stops_it_after_the_iteration_with_its_checkpo
 
     run_dir, results = tmp_path / "run", tmp_path / "results"
     train = [sys.executable, "scripts/train.py", "--config", "configs/sinusoid_maml.yaml", "--run_dir", str(run_dir),
-             "--train.iterations", "100000", "--train.checkpoint_every", "1000", "--train.eval_every", "0", "--train.log_every", "1", *QUIET]
+             "--train.iterations", "100000", "--train.checkpoint_every", "1000", "--train.eval_every", "0",
+             "--train.log_every", "1", *QUIET]
     proc = subprocess.Popen([sys.executable, "scripts/record.py", "--name", "terminated", "--results", str(results),
                              "--", *train], cwd=ROOT, start_new_session=True, stderr=subprocess.PIPE, text=True)
     metrics, deadline = run_dir / "metrics.jsonl", time.monotonic() + 120

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import threading
 from pathlib import Path
+
+from metarl.run.stopping import ours_to_handle
 
 
 def run_child(cmd: list[str], cwd: str | Path | None = None, capture: bool = False) -> subprocess.CompletedProcess:
@@ -28,9 +29,7 @@ def run_child(cmd: list[str], cwd: str | Path | None = None, capture: bool = Fal
         terminated.append(signum)
         proc.send_signal(signal.SIGTERM)  # a no-op once the child has ended
 
-    previous = None
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        previous = signal.signal(signal.SIGTERM, pass_on)
+    previous = signal.signal(signal.SIGTERM, pass_on) if ours_to_handle(signal.SIGTERM) else None
     try:
         try:
             out, err = proc.communicate()

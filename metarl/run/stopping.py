@@ -15,29 +15,36 @@ _NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 SAME_REQUEST_S = 3.0
 
 
-def _untouched(signum: int) -> bool:
-    """The signal still does what Python does by default: a caller's own handler, or an ignored signal (SIGINT in
-    a background job), is left alone."""
+def ours_to_handle(signum: int) -> bool:
+    """In the main thread (the only one that may set handlers) and the signal still does what Python does by
+    default: a caller's own handler, or an ignored signal (SIGINT in a background job), is left alone."""
     default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
-    return signal.getsignal(signum) is default
+    return threading.current_thread() is threading.main_thread() and signal.getsignal(signum) is default
 
 
 class StopOnSignal:
-    """While entered, the first SIGINT or SIGTERM sets `requested` (and `reason`, "Ctrl-C" or "SIGTERM") instead of
-    ending the process; a second one ends it as the default would (KeyboardInterrupt; termination), except SIGTERMs
-    within SAME_REQUEST_S of the first. Installed only in the main thread, and per signal only where it is
-    `_untouched`."""
+    """While entered, the first SIGINT or SIGTERM is kept in `signum` instead of ending the process; a second one
+    ends it as the default would (KeyboardInterrupt; termination), except SIGTERMs within SAME_REQUEST_S of the
+    first. Installed per signal only where `ours_to_handle`."""
 
     def __init__(self, write: Callable[[str], None]):
-        self.requested, self.reason, self._write = False, "", write
+        self.signum, self._write = 0, write
         self._previous: dict[int, object] = {}
         self._first = 0.0
 
+    @property
+    def requested(self) -> bool:
+        return self.signum != 0
+
+    @property
+    def reason(self) -> str:
+        """The request's signal as messages name it ("Ctrl-C", "SIGTERM"); "" before one."""
+        return _NAMES.get(self.signum, "")
+
     def __enter__(self) -> "StopOnSignal":
-        if threading.current_thread() is threading.main_thread():
-            for signum in _NAMES:
-                if _untouched(signum):
-                    self._previous[signum] = signal.signal(signum, self._handle)
+        for signum in _NAMES:
+            if ours_to_handle(signum):
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _restore(self, *signums: int) -> None:
@@ -52,7 +59,7 @@ class StopOnSignal:
             self._restore()
             signal.raise_signal(signum)
             return
-        self.requested, self.reason, self._first = True, _NAMES[signum], time.monotonic()
+        self.signum, self._first = signum, time.monotonic()
         self._restore(signal.SIGINT)  # the next Ctrl-C raises KeyboardInterrupt at once
         again = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM or Ctrl-C"
         self._write(f"{self.reason}: stopping after this iteration with its checkpoint ({again} again to stop at once)")

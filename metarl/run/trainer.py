@@ -20,7 +20,6 @@ optimiser's state, the iteration, environment steps and training time; the data 
 """
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -185,8 +184,8 @@ class Trainer:
                 why = stop_signal.reason or "another rank's Ctrl-C or SIGTERM"
                 stopped_by = TrainingInterrupted(f"stopped at iteration {self.iteration} on {why}, with its checkpoint "
                                                  f"{self.checkpoint_path}; continue with the same command plus --resume")
-                if stop_signal.reason == "SIGTERM":
-                    stopped_by.exit_code = 128 + signal.SIGTERM  # what a shell reports for a terminated process
+                if stop_signal.signum:  # 130 for Ctrl-C, 143 for SIGTERM: what a shell reports for such an end
+                    stopped_by.exit_code = 128 + stop_signal.signum
                 raise stopped_by
             bar.close()
             if self.saved_iteration != self.iteration:
