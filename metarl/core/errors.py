@@ -50,3 +50,5 @@ class TrainingInterrupted(MetaRLError):
     stopped by SIGTERM)."""
 
     exit_code = 130
+    #: True on torch.distributed ranks other than 0: every rank stops together, rank 0 alone says so
+    quiet = False

@@ -37,7 +37,8 @@ def main_guard(fn: Callable[..., object]) -> Callable[..., object]:
         except MetaRLError as e:
             if os.environ.get("METARL_TRACEBACK"):
                 raise
-            print(f"error: {e}", file=sys.stderr)
+            if not getattr(e, "quiet", False):
+                print(f"error: {e}", file=sys.stderr)
             sys.exit(getattr(e, "exit_code", EXIT_USER_ERROR))
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

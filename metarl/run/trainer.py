@@ -176,7 +176,8 @@ class Trainer:
         waited0 = self.group.collective_s
         headline = "return_post" if self.parts.family.is_rl else "meta_loss"
         try:
-            with StopOnSignal(write) as stop_signal:
+            # every rank gets the signal (a terminal's Ctrl-C, torchrun passing SIGTERM on); rank 0 alone speaks
+            with StopOnSignal(write if self.rank == 0 else lambda s: None) as stop_signal:
                 stopped = self._loop(logger, bar, t0, start, elapsed0, waited0, headline, stop_signal)
                 if stopped:  # saved with the handlers still in place: a copy of the same SIGTERM is not a second
                     self.save()
@@ -186,6 +187,7 @@ class Trainer:
                                                  f"{self.checkpoint_path}; continue with the same command plus --resume")
                 if stop_signal.signum:  # 130 for Ctrl-C, 143 for SIGTERM: what a shell reports for such an end
                     stopped_by.exit_code = 128 + stop_signal.signum
+                stopped_by.quiet = self.rank != 0
                 raise stopped_by
             bar.close()
             if self.saved_iteration != self.iteration:
@@ -214,11 +216,14 @@ class Trainer:
             return result
         except KeyboardInterrupt:
             if self.checkpoint_path.exists():
-                raise TrainingInterrupted(f"interrupted at iteration {self.iteration + 1}: the checkpoint of iteration "
-                                          f"{self.saved_iteration} survived at {self.checkpoint_path}; continue with "
-                                          "the same command plus --resume") from None
-            raise TrainingInterrupted(f"interrupted at iteration {self.iteration + 1}, before the first checkpoint: run "
-                                      "the same command again to start over") from None
+                interrupted = TrainingInterrupted(f"interrupted at iteration {self.iteration + 1}: the checkpoint of "
+                                                  f"iteration {self.saved_iteration} survived at {self.checkpoint_path}; "
+                                                  "continue with the same command plus --resume")
+            else:
+                interrupted = TrainingInterrupted(f"interrupted at iteration {self.iteration + 1}, before the first "
+                                                  "checkpoint: run the same command again to start over")
+            interrupted.quiet = self.rank != 0
+            raise interrupted from None
         finally:
             bar.close()
             logger.close()
