@@ -161,6 +161,9 @@ class Trainer:
         self._start()
         try:
             return self._run()
+        except TrainingInterrupted as stopped:
+            stopped.quiet = self.rank != 0  # every rank stops together; rank 0 alone says so
+            raise
         finally:
             self.rundir.release()
 
@@ -187,7 +190,6 @@ class Trainer:
                                                  f"{self.checkpoint_path}; continue with the same command plus --resume")
                 if stop_signal.signum:  # 130 for Ctrl-C, 143 for SIGTERM: what a shell reports for such an end
                     stopped_by.exit_code = 128 + stop_signal.signum
-                stopped_by.quiet = self.rank != 0
                 raise stopped_by
             bar.close()
             if self.saved_iteration != self.iteration:
@@ -216,14 +218,11 @@ class Trainer:
             return result
         except KeyboardInterrupt:
             if self.checkpoint_path.exists():
-                interrupted = TrainingInterrupted(f"interrupted at iteration {self.iteration + 1}: the checkpoint of "
-                                                  f"iteration {self.saved_iteration} survived at {self.checkpoint_path}; "
-                                                  "continue with the same command plus --resume")
-            else:
-                interrupted = TrainingInterrupted(f"interrupted at iteration {self.iteration + 1}, before the first "
-                                                  "checkpoint: run the same command again to start over")
-            interrupted.quiet = self.rank != 0
-            raise interrupted from None
+                raise TrainingInterrupted(f"interrupted at iteration {self.iteration + 1}: the checkpoint of iteration "
+                                          f"{self.saved_iteration} survived at {self.checkpoint_path}; continue with "
+                                          "the same command plus --resume") from None
+            raise TrainingInterrupted(f"interrupted at iteration {self.iteration + 1}, before the first checkpoint: run "
+                                      "the same command again to start over") from None
         finally:
             bar.close()
             logger.close()
