@@ -193,6 +193,8 @@ def run(cmd: list[str]) -> None:
     try:
         proc = run_child(cmd, cwd=ROOT)
     except KeyboardInterrupt:  # the segment stopped with its checkpoint written
+        proc = None
+    if proc is None or proc.stop_requested or proc.returncode == 130:  # 130: record.py alone was stopped
         print("interrupted: run the same command again to continue", file=sys.stderr)
         sys.exit(130)
     if proc.returncode:

@@ -314,6 +314,21 @@ def test_ctrl_c_lets_a_recorded_run_finish_its_own_shutdown(tmp_path):
     assert not (tmp_path / "interrupted" / "record.json").exists()
 
 
+def test_a_sigterm_after_the_recorded_command_finished_keeps_its_record(tmp_path):
+    """A SIGTERM that reaches scripts/record.py while a command that ignores it runs to its end (as a training run
+    does in its last moments): the command's result is recorded, then record.py stops with 130 as asked."""
+    child = ("import os, signal, time\n"
+             "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+             "os.kill(os.getppid(), signal.SIGTERM)\n"
+             "time.sleep(0.5)\n"
+             "print('{\"figure\": 7}')\n")
+    proc = subprocess.run([sys.executable, "scripts/record.py", "--name", "late", "--results", str(tmp_path),
+                           "--", sys.executable, "-c", child], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130 and "recorded, then stopped" in proc.stderr, proc.stderr[-2000:]
+    record = json.loads((tmp_path / "late" / "record.json").read_text())
+    assert record["returncode"] == 0 and record["figures"] == {"figure": 7}
+
+
 @pytest.mark.parametrize("target", ["process group", "wrapper alone"])
 def test_sigterm_to_a_recorded_run_stops_it_after_the_iteration_with_its_checkpoint(tmp_path, target):
     """`kill -TERM -- -PGID` (a scheduler's preemption) or `kill PID` of scripts/record.py: either way the training

@@ -6,7 +6,8 @@ group, so the training run got it too and is writing its checkpoint: killing it 
 the last one. Here the parent waits for the child's own shutdown, reading its output meanwhile so that it never
 blocks on a full pipe, and is interrupted after it. A SIGTERM may reach the parent alone (`kill PID`): it is
 passed on to the child (which takes copies that arrive together as one request), waited for the same way, and
-then ends the parent as a Ctrl-C does.
+then ends the parent as a Ctrl-C does. A child that had already finished its work (exit 0) when the SIGTERM came
+is returned as finished, with `stop_requested` set, so that what it produced is kept before the parent stops.
 """
 from __future__ import annotations
 
@@ -17,10 +18,19 @@ from pathlib import Path
 from metarl.run.stopping import ours_to_handle
 
 
-def run_child(cmd: list[str], cwd: str | Path | None = None, capture: bool = False) -> subprocess.CompletedProcess:
+class ChildResult(subprocess.CompletedProcess):
+    """subprocess.CompletedProcess, and whether a SIGTERM came while the child ran (it finished all the same)."""
+
+    def __init__(self, args, returncode: int, stdout, stderr, stop_requested: bool):
+        super().__init__(args, returncode, stdout, stderr)
+        self.stop_requested = stop_requested
+
+
+def run_child(cmd: list[str], cwd: str | Path | None = None, capture: bool = False) -> ChildResult:
     """subprocess.run(cmd, cwd=cwd, capture_output=capture, text=True), except that on KeyboardInterrupt the child
     is waited for (every further Ctrl-C too) before the interrupt is raised again; a SIGTERM is passed on to the
-    child, waited for likewise, and then raised as KeyboardInterrupt."""
+    child, waited for likewise, and then raised as KeyboardInterrupt, unless the child exited 0 (it had finished
+    when the signal came): then its result is returned with stop_requested set."""
     pipe = subprocess.PIPE if capture else None
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=pipe, stderr=pipe, text=True)
     terminated = []
@@ -44,6 +54,6 @@ def run_child(cmd: list[str], cwd: str | Path | None = None, capture: bool = Fal
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    if terminated:
+    if terminated and proc.returncode != 0:
         raise KeyboardInterrupt
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    return ChildResult(cmd, proc.returncode, out, err, stop_requested=bool(terminated))
