@@ -79,8 +79,8 @@ def main() -> None:
                 shutil.copy(run_dir / name, out / name.replace("/", "_"))
     atomic_write_text(out / "record.json", json.dumps(record, indent=1) + "\n")
     print(f"{a.name}: exit {proc.returncode}, {wall:.0f} s -> {out}")
-    if proc.stop_requested:  # the SIGTERM came after the command had finished: recorded, and stopping as asked
-        print(f"{a.name}: SIGTERM after the command finished: recorded, then stopped", file=sys.stderr)
+    if proc.stop_requested:  # the Ctrl-C or SIGTERM came after the command had finished: recorded, then stopping
+        print(f"{a.name}: stop request after the command finished: recorded, then stopped", file=sys.stderr)
         sys.exit(130)
     sys.exit(proc.returncode)
 

@@ -314,19 +314,27 @@ def test_ctrl_c_lets_a_recorded_run_finish_its_own_shutdown(tmp_path):
     assert not (tmp_path / "interrupted" / "record.json").exists()
 
 
-def test_a_sigterm_after_the_recorded_command_finished_keeps_its_record(tmp_path):
-    """A SIGTERM that reaches scripts/record.py while a command that ignores it runs to its end (as a training run
-    does in its last moments): the command's result is recorded, then record.py stops with 130 as asked."""
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_stop_request_after_the_recorded_command_finished_keeps_its_record(tmp_path, signame):
+    """A SIGTERM or Ctrl-C that reaches scripts/record.py while a command that ignores it runs to its end (as a
+    training run does in its last moments): the command's result is recorded, its output from before the signal
+    too, then record.py stops with 130 as asked."""
+    import signal
+
     child = ("import os, signal, time\n"
-             "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-             "os.kill(os.getppid(), signal.SIGTERM)\n"
+             f"signal.signal(signal.{signame}, signal.SIG_IGN)\n"
+             "print('before the signal', flush=True)\n"
+             f"os.kill(os.getppid(), signal.{signame})\n"
              "time.sleep(0.5)\n"
              "print('{\"figure\": 7}')\n")
+    # a shell's background job starts with Ctrl-C ignored; record.py here takes it as from a terminal
     proc = subprocess.run([sys.executable, "scripts/record.py", "--name", "late", "--results", str(tmp_path),
-                           "--", sys.executable, "-c", child], cwd=ROOT, capture_output=True, text=True, timeout=60)
+                           "--", sys.executable, "-c", child], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.returncode == 130 and "recorded, then stopped" in proc.stderr, proc.stderr[-2000:]
     record = json.loads((tmp_path / "late" / "record.json").read_text())
     assert record["returncode"] == 0 and record["figures"] == {"figure": 7}
+    assert "before the signal" in (tmp_path / "late" / "output.txt").read_text()
 
 
 @pytest.mark.parametrize("target", ["process group", "wrapper alone"])

@@ -6,8 +6,9 @@ group, so the training run got it too and is writing its checkpoint: killing it 
 the last one. Here the parent waits for the child's own shutdown, reading its output meanwhile so that it never
 blocks on a full pipe, and is interrupted after it. A SIGTERM may reach the parent alone (`kill PID`): it is
 passed on to the child (which takes copies that arrive together as one request), waited for the same way, and
-then ends the parent as a Ctrl-C does. A child that had already finished its work (exit 0) when the SIGTERM came
-is returned as finished, with `stop_requested` set, so that what it produced is kept before the parent stops.
+then ends the parent as a Ctrl-C does. A child that had already finished its work (exit 0) when the Ctrl-C or
+SIGTERM came is returned as finished, with `stop_requested` set, so that what it produced is kept before the parent
+stops.
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ class ChildResult(subprocess.CompletedProcess):
 def run_child(cmd: list[str], cwd: str | Path | None = None, capture: bool = False) -> ChildResult:
     """subprocess.run(cmd, cwd=cwd, capture_output=capture, text=True), except that on KeyboardInterrupt the child
     is waited for (every further Ctrl-C too) before the interrupt is raised again; a SIGTERM is passed on to the
-    child, waited for likewise, and then raised as KeyboardInterrupt, unless the child exited 0 (it had finished
-    when the signal came): then its result is returned with stop_requested set."""
+    child, waited for likewise, and then raised as KeyboardInterrupt. Either way a child that exited 0 (it had
+    finished when the signal came) is returned instead, with stop_requested set."""
     pipe = subprocess.PIPE if capture else None
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=pipe, stderr=pipe, text=True)
     terminated = []
@@ -44,13 +45,13 @@ def run_child(cmd: list[str], cwd: str | Path | None = None, capture: bool = Fal
         try:
             out, err = proc.communicate()
         except KeyboardInterrupt:
+            terminated.append(signal.SIGINT)
             while True:
-                try:
-                    proc.communicate()
+                try:  # communicate() again returns all the output, that read before the interrupt too
+                    out, err = proc.communicate()
                     break
                 except KeyboardInterrupt:
                     continue
-            raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
