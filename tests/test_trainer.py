@@ -209,6 +209,42 @@ def test_sigterm_stops_after_the_iteration_with_its_checkpoint_taking_copies_sen
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_stop_request_during_the_final_evaluation_keeps_the_checkpoint_and_resume_evaluates_it(tmp_path,
+                                                                                              monkeypatch, signum):
+    """Training has finished and saved when the final evaluation starts: a SIGTERM there (which would kill the
+    process by default) or a Ctrl-C ends it with a message naming the final checkpoint, and --resume evaluates it."""
+    t = Trainer(small_config(tmp_path, iterations=12, checkpoint_every=5))
+    make_evaluator = t.evaluator
+
+    def evaluator_stopped_at_its_start(num_tasks):
+        evaluator = make_evaluator(num_tasks)
+        run = evaluator.run
+
+        def stopped(*args):
+            if signal.getsignal(signum) is signal.SIG_DFL:  # the signal would end pytest itself
+                pytest.fail(f"{signum.name} would kill the process during the final evaluation")
+            for _ in range(2):  # two copies of one request, as `kill -TERM -- -PGID` under scripts/record.py
+                signal.raise_signal(signum)
+            return run(*args)
+        monkeypatch.setattr(evaluator, "run", stopped)
+        return evaluator
+
+    monkeypatch.setattr(t, "evaluator", evaluator_stopped_at_its_start)
+    name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+    with pytest.raises(TrainingInterrupted, match=rf"during the final evaluation \({name}\): the checkpoint of "
+                                                 "iteration 12 is kept") as e:
+        t.run()
+    assert e.value.exit_code == 128 + signum and "--resume" in str(e.value)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 12
+    assert not (tmp_path / "run" / "eval.json").exists()
+    cfg = small_config(tmp_path, iterations=12, checkpoint_every=5)
+    cfg.resume = True
+    result = Trainer(cfg).run()
+    assert result["iterations_run"] == 0 and (tmp_path / "run" / "eval.json").exists() and "eval" in result
+
+
 def test_a_second_ctrl_c_interrupts_at_once_and_the_last_periodic_checkpoint_stays(tmp_path, monkeypatch):
     t = Trainer(small_config(tmp_path, checkpoint_every=5))
     ctrl_c_during(t, 8, monkeypatch, times=2)

@@ -1,6 +1,7 @@
 """Stopping a training cleanly: the first Ctrl-C (SIGINT) or SIGTERM (`kill PID`, a scheduler's preemption, torchrun
 passing one on) stops the loop after the current iteration, with a checkpoint of it; a second one stops at once (the
-last periodic checkpoint stays: checkpoints are written atomically)."""
+last periodic checkpoint stays: checkpoints are written atomically). Work with no point to stop at (the final
+evaluation) takes a SIGTERM as a Ctrl-C, so that it ends with a message rather than a silent kill."""
 from __future__ import annotations
 
 import signal
@@ -66,3 +67,27 @@ class StopOnSignal:
 
     def __exit__(self, *exc) -> None:
         self._restore()
+
+
+class SigtermAsCtrlC:
+    """While entered, a SIGTERM raises KeyboardInterrupt as a Ctrl-C does, and `signum` records it; copies of the
+    same request (within SAME_REQUEST_S) are taken once. Installed only where `ours_to_handle`."""
+
+    def __init__(self):
+        self.signum, self._first = 0, 0.0
+        self._previous = None
+
+    def __enter__(self) -> "SigtermAsCtrlC":
+        if ours_to_handle(signal.SIGTERM):
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum and time.monotonic() - self._first < SAME_REQUEST_S:
+            return
+        self.signum, self._first = signum, time.monotonic()
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)

@@ -20,6 +20,7 @@ optimiser's state, the iteration, environment steps and training time; the data 
 """
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from metarl.run.config import Config, to_dict
 from metarl.run.evaluate import Evaluator, eval_metrics, format_summary
 from metarl.run.logger import make_logger
 from metarl.run.rundir import RunDir
-from metarl.run.stopping import StopOnSignal
+from metarl.run.stopping import SigtermAsCtrlC, StopOnSignal
 
 # Sections that must match between a checkpoint and the config that resumes it.
 _RESUME_MUST_MATCH = ("task", "model", "learner")
@@ -178,6 +179,7 @@ class Trainer:
         t0, start, elapsed0 = time.perf_counter(), self.iteration, self.elapsed
         waited0 = self.group.collective_s
         headline = "return_post" if self.parts.family.is_rl else "meta_loss"
+        sigterm = None  # set once the final evaluation starts
         try:
             # every rank gets the signal (a terminal's Ctrl-C, torchrun passing SIGTERM on); rank 0 alone speaks
             with StopOnSignal(write if self.rank == 0 else lambda s: None) as stop_signal:
@@ -200,23 +202,31 @@ class Trainer:
                                       "checkpoint": self.checkpoint_path}
             if self.rank == 0:
                 evaluator = self.evaluator(cfg.eval.num_tasks)
-                summary = evaluator.run(self.learner, self.meta)
-                summary["iteration"] = self.iteration
-                paths = evaluator.write(summary, self.run_dir)
-                # logged before the curve is drawn from metrics.jsonl, so that the curve shows the final evaluation
-                logger.log(eval_metrics(summary), step=self.iteration)
-                curve = plots.save_learning_curve(self.run_dir, f"{cfg.run_name()}: training curve",
-                                                  trials=self.parts.algorithm.in_context)
-                if curve is not None:
-                    paths["learning_curve"] = curve
-                logger.log_summary(eval_metrics(summary))
-                for name, path in paths.items():
-                    if path.suffix == ".png":
-                        logger.log_image(f"eval/{name}", path, step=self.iteration)
-                logger.log_artifact(self.checkpoint_path, f"{cfg.run_name()}-checkpoint", "model")
+                with SigtermAsCtrlC() as sigterm:
+                    summary = evaluator.run(self.learner, self.meta)
+                    summary["iteration"] = self.iteration
+                    paths = evaluator.write(summary, self.run_dir)
+                    # logged before the curve is drawn from metrics.jsonl, so that the curve shows the final evaluation
+                    logger.log(eval_metrics(summary), step=self.iteration)
+                    curve = plots.save_learning_curve(self.run_dir, f"{cfg.run_name()}: training curve",
+                                                      trials=self.parts.algorithm.in_context)
+                    if curve is not None:
+                        paths["learning_curve"] = curve
+                    logger.log_summary(eval_metrics(summary))
+                    for name, path in paths.items():
+                        if path.suffix == ".png":
+                            logger.log_image(f"eval/{name}", path, step=self.iteration)
+                    logger.log_artifact(self.checkpoint_path, f"{cfg.run_name()}-checkpoint", "model")
                 result.update(eval=summary, table=format_summary(summary), paths=paths)
             return result
         except KeyboardInterrupt:
+            if sigterm is not None:  # training had finished and saved: only the final evaluation is lost
+                stopped_by = TrainingInterrupted(
+                    f"interrupted during the final evaluation ({'SIGTERM' if sigterm.signum else 'Ctrl-C'}): the "
+                    f"checkpoint of iteration {self.iteration} is kept at {self.checkpoint_path}; the same command "
+                    "plus --resume evaluates it")
+                stopped_by.exit_code = 128 + (sigterm.signum or signal.SIGINT)
+                raise stopped_by from None
             if self.checkpoint_path.exists():
                 raise TrainingInterrupted(f"interrupted at iteration {self.iteration + 1}: the checkpoint of iteration "
                                           f"{self.saved_iteration} survived at {self.checkpoint_path}; continue with "
