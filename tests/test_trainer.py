@@ -13,6 +13,7 @@ import torch
 from metarl.run.checkpoint import load_checkpoint, save_checkpoint
 from metarl.run.config import Config, from_dict
 from metarl.core.errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingInterrupted
+from metarl.run.stopping import SigtermAsCtrlC
 from metarl.run.trainer import Trainer
 
 
@@ -224,8 +225,7 @@ def test_a_stop_request_during_the_final_evaluation_keeps_the_checkpoint_and_res
         def stopped(*args):
             if signal.getsignal(signum) is signal.SIG_DFL:  # the signal would end pytest itself
                 pytest.fail(f"{signum.name} would kill the process during the final evaluation")
-            for _ in range(2):  # two copies of one request, as `kill -TERM -- -PGID` under scripts/record.py
-                signal.raise_signal(signum)
+            signal.raise_signal(signum)
             return run(*args)
         monkeypatch.setattr(evaluator, "run", stopped)
         return evaluator
@@ -243,6 +243,16 @@ def test_a_stop_request_during_the_final_evaluation_keeps_the_checkpoint_and_res
     cfg.resume = True
     result = Trainer(cfg).run()
     assert result["iterations_run"] == 0 and (tmp_path / "run" / "eval.json").exists() and "eval" in result
+
+
+def test_sigterm_as_ctrl_c_takes_copies_of_one_request_once_and_restores_the_default():
+    """`kill -TERM -- -PGID` reaches scripts/record.py and the run together, and record.py passes its copy on: a copy
+    arriving while the first SIGTERM's KeyboardInterrupt unwinds the final evaluation must not raise again."""
+    with SigtermAsCtrlC() as sigterm:
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGTERM)  # the copy: taken as the same request
+    assert sigterm.signum == signal.SIGTERM and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_a_second_ctrl_c_interrupts_at_once_and_the_last_periodic_checkpoint_stays(tmp_path, monkeypatch):

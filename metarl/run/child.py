@@ -34,10 +34,10 @@ def run_child(cmd: list[str], cwd: str | Path | None = None, capture: bool = Fal
     finished when the signal came) is returned instead, with stop_requested set."""
     pipe = subprocess.PIPE if capture else None
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=pipe, stderr=pipe, text=True)
-    terminated = []
+    stop_requests = []
 
     def pass_on(signum, frame):
-        terminated.append(signum)
+        stop_requests.append(signum)
         proc.send_signal(signal.SIGTERM)  # a no-op once the child has ended
 
     previous = signal.signal(signal.SIGTERM, pass_on) if ours_to_handle(signal.SIGTERM) else None
@@ -45,7 +45,7 @@ def run_child(cmd: list[str], cwd: str | Path | None = None, capture: bool = Fal
         try:
             out, err = proc.communicate()
         except KeyboardInterrupt:
-            terminated.append(signal.SIGINT)
+            stop_requests.append(signal.SIGINT)
             while True:
                 try:  # communicate() again returns all the output, that read before the interrupt too
                     out, err = proc.communicate()
@@ -55,6 +55,6 @@ def run_child(cmd: list[str], cwd: str | Path | None = None, capture: bool = Fal
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    if terminated and proc.returncode != 0:
+    if stop_requests and proc.returncode != 0:
         raise KeyboardInterrupt
-    return ChildResult(cmd, proc.returncode, out, err, stop_requested=bool(terminated))
+    return ChildResult(cmd, proc.returncode, out, err, stop_requested=bool(stop_requests))
